@@ -1,0 +1,3 @@
+"""rtinst: an ablation harness for real-time instance segmentation."""
+
+__version__ = "0.1.0"

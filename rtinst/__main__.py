@@ -1,0 +1,5 @@
+import sys
+
+from rtinst.cli import main
+
+sys.exit(main())

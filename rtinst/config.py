@@ -1,0 +1,488 @@
+"""Typed run configuration: dataclasses, YAML in/out, dotted overrides, a content hash.
+
+A run is fully described by one :class:`RunConfig`. It is read from YAML (which may name a
+``base:`` YAML to start from), then ``key.path=value`` overrides are applied, then every key
+and value is checked against the dataclasses below:
+
+- an unknown key is an error naming the closest valid key (``model.decoder_layer`` ->
+  "did you mean 'model.decoder_layers'?");
+- a bad value is an error naming the key and what is allowed (``Literal`` choices, minimum
+  values from ``field(metadata={"min": ...})``).
+
+``config_hash`` is a stable content hash of the resolved config (fields marked
+``metadata={"hash": False}`` - worker counts, output folders - do not change a run's
+identity). The run cache keys runs by it.
+
+The model section is a tagged union: ``model.name`` picks the dataclass (``yolact``,
+``sparseinst``, ``fastinst``), and the model's paper switches are fields named as the
+paper names them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from rtinst.errors import UserError
+
+
+class ConfigError(UserError):
+    """A config key or value is invalid; the message names the key (and the file)."""
+
+
+def _min(value: float, **extra: Any) -> dict:
+    return {"min": value, **extra}
+
+
+NOT_HASHED = {"hash": False}
+
+# --------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------
+
+BackboneName = Literal["resnet50", "resnet101", "tiny"]
+
+
+@dataclass
+class BackboneConfig:
+    """ResNet trunk returning C3-C5 (strides 8/16/32), or the small `tiny` preset backbone."""
+
+    name: BackboneName = "resnet50"
+    resnet_d: bool = False  # ResNet-d: deep stem + avg-pool shortcut downsampling ("R50-d")
+    dcn_stages: list[int] = field(default_factory=list)  # stages (2..5) with deformable 3x3 convs
+    frozen_bn: bool = True
+    # "auto": ImageNet weights from a local file / torch cache when present (else from
+    # scratch, with a message); a path: that file; "none": from scratch.
+    pretrained: str = "auto"
+
+
+@dataclass
+class YolactConfig:
+    """YOLACT (Bolya et al., ICCV 2019). Switches: Table 2a (nms), 2b (num_prototypes), 2c (mask_type)."""
+
+    name: Literal["yolact"] = "yolact"
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="resnet101"))
+    num_classes: int = field(default=80, metadata=_min(1))
+    image_size: int = field(default=550, metadata=_min(32))  # square, aspect ratio not kept
+    fpn_channels: int = field(default=256, metadata=_min(1))
+    num_prototypes: int = field(default=32, metadata=_min(1))  # k
+    mask_type: Literal["prototypes", "fc"] = "prototypes"  # "fc": fc-mask baseline of Table 2c
+    fc_mask_size: int = field(default=16, metadata=_min(1))
+    aspect_ratios: list[float] = field(default_factory=lambda: [1.0, 0.5, 2.0])
+    anchor_scales: list[float] = field(default_factory=lambda: [24.0, 48.0, 96.0, 192.0, 384.0])
+    semantic_seg_loss: bool = True
+    positive_iou: float = field(default=0.5, metadata=_min(0.0))
+    negative_iou: float = field(default=0.4, metadata=_min(0.0))
+    ohem_negpos_ratio: float = field(default=3.0, metadata=_min(0.0))
+    conf_loss_weight: float = field(default=1.0, metadata=_min(0.0))
+    box_loss_weight: float = field(default=1.5, metadata=_min(0.0))
+    mask_loss_weight: float = field(default=6.125, metadata=_min(0.0))
+    semantic_loss_weight: float = field(default=1.0, metadata=_min(0.0))
+    nms: Literal["fast", "standard", "cluster", "matrix"] = "fast"
+    nms_iou_threshold: float = field(default=0.5, metadata=_min(0.0))
+    nms_top_k: int = field(default=200, metadata=_min(1))
+    score_threshold: float = field(default=0.05, metadata=_min(0.0))
+    max_detections: int = field(default=100, metadata=_min(1))
+
+
+@dataclass
+class SparseInstConfig:
+    """SparseInst (Cheng et al., CVPR 2022). Switches: Tables 1-7 of the paper."""
+
+    name: Literal["sparseinst"] = "sparseinst"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    num_classes: int = field(default=80, metadata=_min(1))
+    # Instance context encoder (Table 2)
+    encoder_ppm: bool = True
+    encoder_fusion: bool = True
+    encoder_channels: int = field(default=256, metadata=_min(1))
+    # Decoder structure (Table 3)
+    decoder_depth: int = field(default=4, metadata=_min(1))
+    decoder_width: int = field(default=256, metadata=_min(1))
+    coord_features: bool = True
+    deform_last_conv: bool = False
+    # F_iam (Table 4) / cross-attention alternative (Table 7)
+    instance_head: Literal["iam", "cross_attention"] = "iam"
+    iam_conv: Literal["1x1", "3x3", "3x3-relu-3x3"] = "3x3"
+    iam_activation: Literal["sigmoid", "softmax"] = "sigmoid"
+    iam_groups: int = field(default=4, metadata=_min(1))  # G; 1 = plain IAM, 4 = Group-IAM
+    cross_attention_heads: int = field(default=4, metadata=_min(1))
+    num_masks: int = field(default=100, metadata=_min(1))  # N instances / queries
+    kernel_dim: int = field(default=128, metadata=_min(1))
+    # Mask loss (Table 5): any weighted combination
+    dice_weight: float = field(default=2.0, metadata=_min(0.0))
+    bce_weight: float = field(default=5.0, metadata=_min(0.0))  # official code 5; paper text 2
+    focal_mask_weight: float = field(default=0.0, metadata=_min(0.0))
+    class_weight: float = field(default=2.0, metadata=_min(0.0))
+    # IoU-aware objectness (Table 6)
+    objectness: Literal["off", "no_rescore", "rescore"] = "rescore"
+    objectness_loss: Literal["ce", "l1"] = "ce"
+    objectness_weight: float = field(default=1.0, metadata=_min(0.0))
+    matcher_alpha: float = field(default=0.8, metadata=_min(0.0))
+    score_threshold: float = field(default=0.005, metadata=_min(0.0))
+    mask_threshold: float = field(default=0.45, metadata=_min(0.0))
+    max_detections: int = field(default=100, metadata=_min(1))
+
+
+@dataclass
+class FastInstConfig:
+    """FastInst (He et al., CVPR 2023). Switches: Tables 1-7 of the paper."""
+
+    name: Literal["fastinst"] = "fastinst"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    num_classes: int = field(default=80, metadata=_min(1))
+    hidden_dim: int = field(default=256, metadata=_min(1))
+    ffn_dim: int = field(default=1024, metadata=_min(1))
+    num_heads: int = field(default=8, metadata=_min(1))
+    # Pixel decoder (Table 5)
+    pixel_decoder: Literal["fpn", "ppm_fpn", "transformer_encoder", "msdeformattn"] = "ppm_fpn"
+    pixel_decoder_layers: int = field(default=6, metadata=_min(1))  # for the attention encoders
+    # Queries (Tables 2, 6b-6e)
+    query_type: Literal["zero", "learnable", "resize", "ia_guided"] = "ia_guided"
+    num_ia_queries: int = field(default=100, metadata=_min(1))  # N_a
+    num_aux_queries: int = field(default=8, metadata=_min(0))  # N_b
+    query_source: Literal["E3", "E4", "E5"] = "E4"
+    # Decoder (Tables 3, 6a, 7)
+    decoder_layers: int = field(default=3, metadata=_min(0))  # D
+    dual_path: Literal["pixel_then_query", "query_then_pixel", "pixel_only", "query_only"] = (
+        "pixel_then_query"
+    )
+    pos_embedding: Literal["learnable", "sinusoidal"] = "learnable"
+    # Training (Tables 4, 6f)
+    gt_mask_guidance: bool = True
+    ia_loss_matching: bool = True  # False: per-pixel semantic targets
+    ia_loss_location_cost: bool = True
+    class_weight: float = field(default=2.0, metadata=_min(0.0))
+    mask_weight: float = field(default=5.0, metadata=_min(0.0))
+    dice_weight: float = field(default=5.0, metadata=_min(0.0))
+    proposal_weight: float = field(default=20.0, metadata=_min(0.0))
+    location_weight: float = field(default=1000.0, metadata=_min(0.0))
+    no_object_weight: float = field(default=0.1, metadata=_min(0.0))
+    num_points: int = field(default=12544, metadata=_min(1))
+    oversample_ratio: float = field(default=3.0, metadata=_min(1.0))
+    importance_sample_ratio: float = field(default=0.75, metadata=_min(0.0))
+    max_detections: int = field(default=100, metadata=_min(1))
+
+
+ModelConfig = Union[YolactConfig, SparseInstConfig, FastInstConfig]
+MODEL_CONFIGS: dict[str, type] = {
+    "yolact": YolactConfig,
+    "sparseinst": SparseInstConfig,
+    "fastinst": FastInstConfig,
+}
+
+
+@dataclass
+class DataConfig:
+    """Dataset paths (relative to ``root``) and the train/test resizing."""
+
+    # "synthetic": the embedded dataset, generated on first use under `root`.
+    dataset: Literal["synthetic", "coco"] = "synthetic"
+    root: str = "data/synthetic"
+    train_ann: str = "annotations/instances_train.json"
+    train_images: str = "train"
+    val_ann: str = "annotations/instances_val.json"
+    val_images: str = "val"
+    synthetic_train: int = field(default=2000, metadata=_min(0))
+    synthetic_val: int = field(default=500, metadata=_min(0))
+    synthetic_seed: int = 0
+    synthetic_size: int = field(default=320, metadata=_min(32))
+    # Short-edge scale jitter range and long-edge cap (FastInst/SparseInst: 416-640 / 853).
+    train_short_edge: list[int] = field(default_factory=lambda: [416, 640], metadata=_min(1))
+    train_max_size: int = field(default=853, metadata=_min(1))
+    test_short_edge: int = field(default=640, metadata=_min(1))
+    test_max_size: int = field(default=853, metadata=_min(1))
+    # YOLACT resizes to a fixed square, ignoring aspect ratio; null keeps aspect ratio.
+    fixed_size: Optional[int] = field(default=None, metadata=_min(1))
+    hflip_prob: float = field(default=0.5, metadata=_min(0.0))
+    size_divisibility: int = field(default=32, metadata=_min(1))
+    num_workers: int = field(default=2, metadata=_min(0, hash=False))
+
+
+@dataclass
+class TrainConfig:
+    """Solver and schedule. ``steps`` < 1 are fractions of ``max_iters``."""
+
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = field(default=1e-4, metadata=_min(0.0))
+    momentum: float = field(default=0.9, metadata=_min(0.0))
+    weight_decay: float = field(default=0.05, metadata=_min(0.0))
+    backbone_lr_mult: float = field(default=0.1, metadata=_min(0.0))
+    batch_size: int = field(default=16, metadata=_min(1))
+    max_iters: int = field(default=90000, metadata=_min(1))
+    # Wall-clock budget: stop training after this many minutes (tiny preset on CPU).
+    max_minutes: Optional[float] = field(default=None, metadata=_min(0.0))
+    warmup_iters: int = field(default=1000, metadata=_min(0))
+    warmup_factor: float = field(default=0.001, metadata=_min(0.0))
+    steps: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    gamma: float = field(default=0.1, metadata=_min(0.0))
+    clip_grad_norm: Optional[float] = field(default=None, metadata=_min(0.0))
+    amp: bool = True  # CUDA only; ignored on CPU
+    checkpoint_period: int = field(default=1000, metadata=_min(1, hash=False))
+    log_period: int = field(default=20, metadata=_min(1, hash=False))
+
+
+@dataclass
+class EvalConfig:
+    backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval"
+    tide: bool = True
+    max_images: Optional[int] = field(default=None, metadata=_min(1))
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one run. Its hash keys the run cache."""
+
+    model: ModelConfig = field(default_factory=SparseInstConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    preset: str = "custom"  # smoke | tiny | coco | custom: labels every number's scale
+    seed: int = 0
+    device: str = field(default="auto", metadata=NOT_HASHED)  # auto | cpu | cuda[:N]
+    output_dir: str = field(default="results/runs", metadata=NOT_HASHED)
+
+
+# --------------------------------------------------------------------------------------
+# Building dataclasses from plain data, with errors that name the key
+# --------------------------------------------------------------------------------------
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _closest(name: str, candidates: list[str]) -> str | None:
+    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+def _unknown_key(key: str, prefix: str, candidates: list[str]) -> ConfigError:
+    guess = _closest(key, candidates)
+    hint = f"; did you mean '{prefix}{guess}'?" if guess else f"; valid keys: {', '.join(candidates)}"
+    return ConfigError(f"unknown key '{prefix}{key}'{hint}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert ``value`` to type ``tp``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            allowed = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"{key}: invalid value {value!r}; allowed values: {allowed}")
+        return value
+    if origin in (Union, types.UnionType):
+        if tp == ModelConfig:
+            return _build_model(value, key)
+        non_none = [a for a in args if a is not type(None)]
+        if value is None and len(non_none) < len(args):
+            return None
+        if len(non_none) == 1:
+            return _convert(value, non_none[0], key)
+        raise ConfigError(f"{key}: unsupported union type {tp}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for section '{key}', got {value!r}")
+        return _build(tp, value, prefix=f"{key}.")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item_tp = args[0] if args else Any
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            # PyYAML (YAML 1.1) reads "1e-4" as a string; accept what float() accepts.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def _check_min(value: Any, f: dataclasses.Field, key: str) -> None:
+    lo = f.metadata.get("min")
+    if lo is None or value is None:
+        return
+    items = value if isinstance(value, list) else [value]
+    for v in items:
+        if v < lo:
+            raise ConfigError(f"{key}: invalid value {v!r}; must be >= {lo}")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise _unknown_key(str(key), prefix, sorted(fields))
+    hints = _hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        converted = _convert(value, hints[name], key)
+        _check_min(converted, fields[name], key)
+        kwargs[name] = converted
+    return cls(**kwargs)
+
+
+def _build_model(value: Any, key: str) -> Any:
+    if isinstance(value, tuple(MODEL_CONFIGS.values())):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping with a 'name', got {value!r}")
+    name = value.get("name", "sparseinst")
+    if name not in MODEL_CONFIGS:
+        allowed = ", ".join(repr(n) for n in MODEL_CONFIGS)
+        raise ConfigError(f"{key}.name: invalid value {name!r}; allowed values: {allowed}")
+    return _build(MODEL_CONFIGS[name], value, prefix=f"{key}.")
+
+
+def from_dict(data: dict, cls: type = RunConfig) -> Any:
+    """Build ``cls`` from nested plain data; every unspecified key takes its default."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping at the top level, got {type(data).__name__}")
+    return _build(cls, data)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+# --------------------------------------------------------------------------------------
+# YAML, overrides, hash
+# --------------------------------------------------------------------------------------
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML config, resolving ``base:`` (a path relative to this file) recursively."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return _deep_merge(_read_yaml(path.parent / base, seen + (path,)), data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"model.decoder_layers=1"`` -> (["model", "decoder_layers"], 1). Values are YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. model.decoder_layers=1")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: empty key segment")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in nested plain data (validation happens in ``from_dict``)."""
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: '{p}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read YAML (or start from defaults), apply overrides, validate.
+
+    Errors name the file and the key, e.g.
+    ``cfg.yaml: unknown key 'model.decoder_layer'; did you mean 'model.decoder_layers'?``
+    """
+    data = _read_yaml(Path(path)) if path is not None else {}
+    try:
+        return from_dict(apply_overrides(data, overrides or []))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from None
+
+
+def to_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    from rtinst.io import atomic_write_text
+
+    atomic_write_text(path, to_yaml(cfg))
+
+
+def _hashed_view(cfg: Any) -> Any:
+    """Plain data of ``cfg`` without fields marked ``metadata={"hash": False}``."""
+    if dataclasses.is_dataclass(cfg):
+        return {
+            f.name: _hashed_view(getattr(cfg, f.name))
+            for f in dataclasses.fields(cfg)
+            if f.metadata.get("hash", True)
+        }
+    if isinstance(cfg, (list, tuple)):
+        return [_hashed_view(v) for v in cfg]
+    return cfg
+
+
+def config_hash(cfg: Any, length: int = 12) -> str:
+    """Stable content hash: same resolved values -> same hash, whatever the YAML spelling."""
+    canonical = json.dumps(_hashed_view(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
