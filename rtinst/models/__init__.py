@@ -1,0 +1,1 @@
+"""Model library: backbones, necks, heads and the three detectors."""
