@@ -1,0 +1,1 @@
+"""Training, evaluation (COCO mask AP, TIDE) and benchmarking engines."""
