@@ -1,0 +1,223 @@
+"""`rtinst bench`: FLOPs, parameters and latency of a model at paper scale (random weights)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+from rtinst.errors import UserError
+
+CONVENTIONS_HELP = """\
+Conventions
+  FLOPs    fvcore FlopCountAnalysis, 1 fused multiply-add = 1 flop, batch 1, eval mode.
+           'detectron2' (default, as FastInst/SparseInst report): batch_norm and cheap
+           elementwise ops ignored as detectron2 does; deform_conv2d, attention (sdpa,
+           baddbmm) and grid_sample counted. 'fvcore': plain fvcore defaults.
+           Ops nobody counts are listed as 'uncounted', never dropped silently.
+  params   all parameters (shared ones once), in millions, per top-level module.
+  latency  batch 1, eval mode, inference_mode, --warmup untimed runs, then --iters timed
+           runs; median / p90 / mean ms, FPS = 1000 / mean. On CUDA synchronize after each
+           run; --fp16 times a .half() model (CUDA only). On CPU the torch thread count
+           (--threads, default: torch's current) is fixed and recorded; CPU numbers are
+           labelled 'CPU latency' and are not comparable with the papers' GPU FPS.
+  breakdown  per-part latency (top-level modules; the rest is 'other') with hooks that
+           synchronize around each part, as in SparseInst Table 8.
+Weights are random: costs depend on the architecture and input size only.
+"""
+
+
+class ResNetTrunk(nn.Module):
+    """torchvision ResNet without avgpool/fc, returning C3, C4, C5 (strides 8, 16, 32)."""
+
+    def __init__(self, depth: int = 50):
+        super().__init__()
+        resnet = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.layer1, self.layer2 = resnet.layer1, resnet.layer2
+        self.layer3, self.layer4 = resnet.layer3, resnet.layer4
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        c3 = self.layer2(self.layer1(self.stem(x)))
+        c4 = self.layer3(c3)
+        return [c3, c4, self.layer4(c4)]
+
+
+# Model name -> builder of an nn.Module taking one (1, 3, H, W) image tensor.
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "resnet50": lambda: ResNetTrunk(50),
+    "resnet101": lambda: ResNetTrunk(101),
+}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'640x864' -> (640, 864) (height x width); '640' -> (640, 640)."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
+    if not m or int(m.group(1)) < 1 or (m.group(2) and int(m.group(2)) < 1):
+        raise UserError(f"--size: expected HxW such as 640x864, got {text!r}")
+    h = int(m.group(1))
+    return h, int(m.group(2) or h)
+
+
+def _build(args: argparse.Namespace) -> nn.Module:
+    if args.model not in MODELS:
+        raise UserError(f"--model: unknown model {args.model!r}; choose one of {sorted(MODELS)}")
+    return MODELS[args.model]()
+
+
+def _image(args: argparse.Namespace) -> torch.Tensor:
+    return torch.randn(1, 3, *parse_size(args.size))
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    cells = [[f"{c:.2f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    widths = [max(len(x) for x in col) for col in zip(headers, *cells)]
+
+    def line(row):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths)))
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def _ops(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} x{v}" for k, v in counts.items()) or "none"
+
+
+def _print_flops(name: str, report) -> None:
+    shape = "x".join(map(str, report.input_size[0])) if report.input_size else "?"
+    print(f"{name} @ {shape}: {report.gflops:.2f} GFLOPs "
+          f"({report.convention} convention, 1 multiply-add = 1 flop)")
+    top = {k: v for k, v in report.per_module_gflops.items() if "." not in k}
+    print(_table(["module", "GFLOPs", "%"],
+                 [[k, v, 100 * v / report.gflops if report.gflops else 0.0] for k, v in top.items()]))
+    print(_table(["operator", "GFLOPs"], [[k, v] for k, v in report.per_operator_gflops.items()]))
+    print(f"ignored by convention: {_ops(report.ignored_ops)}")
+    print(f"uncounted (no handler): {_ops(report.uncounted_ops)}")
+
+
+def _print_params(name: str, params: dict) -> None:
+    print(f"{name}: {params['total_M']:.2f} M parameters ({params['trainable_M']:.2f} M trainable)")
+    print(_table(["module", "params (M)"], [[k, v] for k, v in params["per_module_M"].items()]))
+
+
+def _print_latency(name: str, rec) -> None:
+    print(f"{name} {rec.kind} on {rec.provenance['hardware']}, {rec.precision}, "
+          f"{rec.threads} threads, input {rec.input_size}, {rec.iters} runs")
+    print(_table(["model", "median ms", "p90 ms", "mean ms", "FPS"],
+                 [[name, rec.median_ms, rec.p90_ms, rec.mean_ms, rec.fps]]))
+
+
+def _print_breakdown(name: str, rec) -> None:
+    print(f"{name} {rec.kind} breakdown on {rec.provenance['hardware']}, {rec.precision}, "
+          f"{rec.threads} threads, {rec.iters} runs, total {rec.total_ms:.2f} ms")
+    print(_table(["part", "ms", "%"], [[k, v, rec.parts_pct[k]] for k, v in rec.parts_ms.items()]))
+
+
+def _finish(args: argparse.Namespace, record: dict) -> int:
+    if args.out:
+        from rtinst.io import atomic_write_json
+        from rtinst.provenance import provenance
+
+        atomic_write_json(args.out, {"model": args.model, "size": list(parse_size(args.size)),
+                                     **record, "provenance": provenance(args.device)})
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _flops(args: argparse.Namespace, model: nn.Module) -> dict:
+    from rtinst.engine.bench import count_flops
+
+    device = args.device
+    model = model.to(device) if device != "cpu" else model
+    report = count_flops(model, _image(args).to(device), convention=args.convention)
+    _print_flops(args.model, report)
+    return {"flops": report.to_dict()}
+
+
+def _params(args: argparse.Namespace, model: nn.Module) -> dict:
+    from rtinst.engine.bench import count_params
+
+    params = count_params(model)
+    _print_params(args.model, params)
+    return {"params": params}
+
+
+def _timing_kwargs(args: argparse.Namespace) -> dict:
+    return dict(device=args.device, warmup=args.warmup, iters=args.iters, fp16=args.fp16,
+                threads=args.threads)
+
+
+def _latency(args: argparse.Namespace, model: nn.Module) -> dict:
+    from rtinst.engine.bench import measure_latency
+
+    rec = measure_latency(model, _image(args), **_timing_kwargs(args))
+    _print_latency(args.model, rec)
+    return {"latency": rec.to_dict()}
+
+
+def _breakdown(args: argparse.Namespace, model: nn.Module) -> dict:
+    from rtinst.engine.bench import module_breakdown
+
+    rec = module_breakdown(model, _image(args), **_timing_kwargs(args))
+    _print_breakdown(args.model, rec)
+    return {"breakdown": rec.to_dict()}
+
+
+def _handler(*steps: Callable) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        parse_size(args.size)  # fail fast, before building a model
+        model = _build(args)
+        record: dict = {}
+        for step in steps:
+            record.update(step(args, model))
+        return _finish(args, record)
+
+    return run
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="FLOPs, parameters and latency of a model",
+        description="Cost of a model at paper scale (random weights).\n\n" + CONVENTIONS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", required=True, choices=sorted(MODELS), metavar="NAME",
+                        help=f"model to build: {', '.join(sorted(MODELS))}")
+    common.add_argument("--size", default="640x864", metavar="HxW",
+                        help="input image height x width (default 640x864)")
+    common.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    common.add_argument("--out", metavar="FILE.json", help="also write the record as JSON")
+
+    flops = argparse.ArgumentParser(add_help=False)
+    flops.add_argument("--convention", default="detectron2", choices=["detectron2", "fvcore"],
+                       help="which ops count (default detectron2; see `rtinst bench --help`)")
+
+    timing = argparse.ArgumentParser(add_help=False)
+    timing.add_argument("--fp16", action="store_true", help="time a .half() model (CUDA only)")
+    timing.add_argument("--threads", type=int, help="torch threads during timing "
+                        "(default: torch's current count; recorded either way)")
+    timing.add_argument("--iters", type=int, default=50, help="timed runs (default 50)")
+    timing.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
+
+    commands = [
+        ("flops", "GFLOPs per module and operator", [common, flops], (_flops,)),
+        ("params", "parameter counts per top-level module", [common], (_params,)),
+        ("latency", "batch-1 latency and FPS", [common, timing], (_latency,)),
+        ("breakdown", "latency per top-level module (SparseInst Table 8 style)",
+         [common, timing], (_breakdown,)),
+        ("all", "flops, params and latency in one record", [common, flops, timing],
+         (_flops, _params, _latency)),
+    ]
+    for name, help_text, parents, steps in commands:
+        p = sub.add_parser(name, help=help_text, parents=parents, description=help_text +
+                           ".\n\n" + CONVENTIONS_HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=_handler(*steps))
