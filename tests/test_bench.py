@@ -143,7 +143,7 @@ def test_unknown_convention_is_a_user_error():
 
 @pytest.fixture(scope="module")
 def resnet50_reports():
-    model = cli_bench.ResNetTrunk(50)
+    model = cli_bench.BACKBONES["resnet50"]()
     x = torch.randn(1, 3, 640, 864)
     return count_flops(model, x, convention="fvcore"), count_flops(model, x)
 
@@ -153,7 +153,7 @@ def test_resnet50_trunk_matches_measured_gflops(resnet50_reports):
     assert fvcore_report.gflops == pytest.approx(45.29, rel=5e-3)
     assert d2_report.gflops == pytest.approx(45.04, rel=5e-3)
     assert d2_report.uncounted_ops == {}
-    assert set(d2_report.per_module_gflops) >= {"stem", "layer1", "layer4", "layer4.0"}
+    assert set(d2_report.per_module_gflops) >= {"stem", "res2", "res5", "res5.0"}
 
 
 # ------------------------------------------------------------------------------ params
@@ -250,3 +250,10 @@ def test_cli_all_writes_json(tmp_path, capsys):
 def test_cli_bad_size_is_a_user_error():
     with pytest.raises(UserError, match="--size"):
         _cli(["bench", "params", "--model", "resnet50", "--size", "640by864"])
+
+
+def test_cli_needs_a_model_or_a_config():
+    with pytest.raises(UserError, match="give --model NAME"):
+        _cli(["bench", "params"])
+    with pytest.raises(UserError, match="unknown key 'model.decoder_layer'"):
+        _cli(["bench", "params", "-o", "model.name=fastinst", "-o", "model.decoder_layer=1"])
