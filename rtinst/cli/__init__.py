@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from rtinst import __version__
@@ -17,6 +18,7 @@ from rtinst.errors import UserError
 COMMAND_MODULES = [
     "rtinst.cli.data",
     "rtinst.cli.config",
+    "rtinst.cli.train",
     "rtinst.cli.evaluate",
     "rtinst.cli.bench",
     "rtinst.cli.records",
@@ -50,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Library warnings (skipped degenerate annotations, ...) print as one line each.
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
