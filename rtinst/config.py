@@ -79,6 +79,14 @@ class YolactConfig:
     fc_mask_size: int = field(default=16, metadata=_min(1))
     aspect_ratios: list[float] = field(default_factory=lambda: [1.0, 0.5, 2.0])
     anchor_scales: list[float] = field(default_factory=lambda: [24.0, 48.0, 96.0, 192.0, 384.0])
+    # Anchor scales are in pixels at this size and scaled to image_size (s_x = s_550/550 * x).
+    anchor_reference_size: int = field(default=550, metadata=_min(1))
+    # Official code's "backward compatibility with a bug": square anchors of side
+    # s*sqrt(a) per aspect ratio a (still 3 per location). False: the paper's w/h = a.
+    square_anchors: bool = False
+    box_variances: list[float] = field(default_factory=lambda: [0.1, 0.2], metadata=_min(0.0))  # SSD
+    masks_to_train: int = field(default=100, metadata=_min(1))  # positives per image with a mask loss
+    mask_threshold: float = field(default=0.5, metadata=_min(0.0))
     semantic_seg_loss: bool = True
     positive_iou: float = field(default=0.5, metadata=_min(0.0))
     negative_iou: float = field(default=0.4, metadata=_min(0.0))
@@ -196,7 +204,8 @@ class DataConfig:
     synthetic_val: int = field(default=500, metadata=_min(0))
     synthetic_seed: int = 0
     synthetic_size: int = field(default=320, metadata=_min(32))
-    # Short-edge scale jitter range and long-edge cap (FastInst/SparseInst: 416-640 / 853).
+    # Short-edge scale jitter and long-edge cap (FastInst/SparseInst: 416-640 / 853).
+    # Two values: uniform integer range [min, max]; one or more than two: choices.
     train_short_edge: list[int] = field(default_factory=lambda: [416, 640], metadata=_min(1))
     train_max_size: int = field(default=853, metadata=_min(1))
     test_short_edge: int = field(default=640, metadata=_min(1))

@@ -2,7 +2,8 @@
 
 A model is ``model(images, targets) -> dict of scalar losses`` in training mode. The loop
 adds: warm-up + step schedule, per-module lr multipliers, gradient clipping, AMP on CUDA,
-DDP when ``torch.distributed`` is initialised (launch with torchrun), atomic checkpoints
+DDP when ``torch.distributed`` is initialised (launch with torchrun; ``batch_size`` is the
+total over all processes, as detectron2's IMS_PER_BATCH), atomic checkpoints
 every ``checkpoint_period`` iterations, a wall-clock budget (``max_minutes``), a JSONL log of
 every logged step, and a tqdm bar showing the loss terms.
 
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 from rtinst.config import TrainConfig
 from rtinst.engine.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rtinst.engine.optim import build_optimizer, build_scheduler
+from rtinst.errors import UserError
 
 
 class TrainingDiverged(RuntimeError):
@@ -149,7 +151,11 @@ def train_loop(
         log_path.write_text("".join(ln + "\n" for ln in lines))
     train_model = nn.parallel.DistributedDataParallel(model) if distributed else model
 
-    sampler = SeededBatchSampler(len(dataset), cfg.batch_size, seed, start, cfg.max_iters, rank, world)
+    if cfg.batch_size % world:
+        raise UserError(f"train.batch_size={cfg.batch_size} is the total batch and must be "
+                        f"divisible by the number of processes ({world})")
+    sampler = SeededBatchSampler(len(dataset), cfg.batch_size // world, seed, start, cfg.max_iters,
+                                 rank, world)
     loader = DataLoader(SeededDataset(dataset), batch_sampler=sampler, collate_fn=collate,
                         num_workers=num_workers, persistent_workers=False)
 
