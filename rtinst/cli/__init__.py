@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "rtinst.cli.data",
     "rtinst.cli.config",
     "rtinst.cli.train",
+    "rtinst.cli.pretrain",
     "rtinst.cli.evaluate",
     "rtinst.cli.bench",
     "rtinst.cli.records",
