@@ -61,13 +61,16 @@ class ObjectCrops(Dataset):
         self.items = [(img, a["bbox"], coco_set.cat_id_to_contiguous[a["category_id"]])
                       for img in image_ids for a in coco_set.coco.imgToAnns.get(img, [])
                       if not a.get("iscrowd", 0) and a["area"] > 0]
+        # Decoding a JPEG per crop dominated the step time: keep the split in memory as uint8
+        # (2000 images of 320 px are ~0.5 GB), shared with fork()ed loader workers.
+        self.images = {img: coco_set.load_image(img).to(torch.uint8) for img in image_ids}
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         image_id, (x, y, w, h), label = self.items[i]
-        image = self.coco_set.load_image(image_id)
+        image = self.images[image_id]
         g = None if self.train else torch.Generator().manual_seed(i)  # fixed held-out crops
         u = torch.rand(3, generator=g)
         side = max(w, h) * (self.cfg.context_min + (self.cfg.context_max - self.cfg.context_min) * u[0])
@@ -77,7 +80,7 @@ class ObjectCrops(Dataset):
                                max(1, int(side)), [self.cfg.crop, self.cfg.crop], antialias=True)
         if self.train and torch.rand(1).item() < 0.5:
             crop = crop.flip(-1)
-        crop = TF.normalize(crop, list(IMAGENET_MEAN), list(IMAGENET_STD))
+        crop = TF.normalize(crop.float(), list(IMAGENET_MEAN), list(IMAGENET_STD))
         return crop, label
 
 
