@@ -15,14 +15,15 @@ def run(args: argparse.Namespace) -> int:
                             if getattr(args, f.name, None) is not None})
     card = pretrain(cfg, args.out, progress=not args.quiet)
     print(f"wrote {args.out} ({card['iterations']} iterations, {card['minutes']} min, held-out "
-          f"crop accuracy {card['held_out_accuracy']:.3f}, sha256 {card['sha256'][:12]})")
+          f"pixel accuracy {card['pixel_accuracy']:.3f} (object pixels "
+          f"{card['object_pixel_accuracy']:.3f}), sha256 {card['sha256'][:12]})")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pretrain", help="pretrain the tiny backbone on a separate synthetic split",
-        description="Train the tiny backbone to classify object-centric crops of a synthetic "
+        description="Train the tiny backbone to classify every pixel (stride 8) of a synthetic "
         "split generated with its own seed (never the runs' train/val images): the tiny "
         "preset's stand-in for ImageNet pretraining. Writes the weights and a JSON card "
         "(settings, hash, held-out accuracy) next to them.",
@@ -35,8 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed of the split (default 1000; runs use 0)")
     p.add_argument("--minutes", type=float, help="wall-clock budget (default 20)")
     p.add_argument("--max-iters", dest="max_iters", type=int, help="iteration cap")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="crops per step (default 128)")
-    p.add_argument("--crop", type=int, help="crop side in pixels (default 64)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="images per step (default 8)")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
