@@ -138,6 +138,9 @@ class SparseInstConfig:
     matcher_alpha: float = field(default=0.8, metadata=_min(0.0))
     score_threshold: float = field(default=0.005, metadata=_min(0.0))
     mask_threshold: float = field(default=0.45, metadata=_min(0.0))
+    # Official-code inference step, independent of Table 6's "rescore" (= sqrt(p * s)):
+    # score *= mean mask probability inside the mask (prob > mask_threshold).
+    mask_rescore: bool = True
     max_detections: int = field(default=100, metadata=_min(1))
 
 
