@@ -31,7 +31,7 @@ test-all: venv
 
 ## data: the embedded synthetic COCO-format dataset (deterministic; skipped when present)
 data: venv
-	@if [ -f $(DATA)/annotations/instances_val.json ]; then \
+	@if [ -f $(DATA)/generation.json ]; then \
 		echo "$(DATA) exists (delete it to regenerate)"; \
 	else $(VENV)/bin/rtinst data synthetic --out $(DATA); fi
 

@@ -108,3 +108,12 @@ def test_postprocess_masks_crops_padding_and_resizes():
     m = postprocess_masks(probs, (32, 48), (24, 32), (48, 64))
     assert m.shape == (1, 48, 64)
     assert m[0, :, :30].float().mean() > 0.95 and m[0, :, 34:].sum() == 0
+
+
+def test_synthetic_data_made_with_other_settings_is_refused(smoke_cfg, tmp_path):
+    from rtinst.data.build import build_dataset
+
+    build_dataset(smoke_cfg.data, "val", progress=False)
+    smoke_cfg.data.synthetic_size = 128
+    with pytest.raises(UserError, match=r"generated with size 96 \(config: 128\)"):
+        build_dataset(smoke_cfg.data, "val", progress=False)

@@ -34,24 +34,28 @@ def split_paths(cfg: DataConfig, split: str) -> tuple[Path, Path]:
 
 
 def ensure_synthetic(cfg: DataConfig, progress: bool = True) -> None:
-    """Generate the synthetic dataset of ``cfg`` under ``cfg.root`` unless it is there."""
-    from rtinst.data.synthetic import generate_synthetic
+    """Generate the synthetic dataset of ``cfg`` under ``cfg.root`` unless it is there.
+
+    The generator's arguments are stored next to the data; a folder made with other
+    arguments is an error rather than silently the wrong dataset.
+    """
+    from rtinst.data.synthetic import GENERATION_FILE, generate_synthetic
 
     root = Path(cfg.root)
+    wanted = {"train": cfg.synthetic_train, "val": cfg.synthetic_val,
+              "seed": cfg.synthetic_seed, "size": cfg.synthetic_size}
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".generate.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second run waits for the first to finish
-        if not (root / "statistics.json").is_file():  # written last by the generator
+        if not (root / GENERATION_FILE).is_file():
             generate_synthetic(root, cfg.synthetic_train, cfg.synthetic_val, cfg.synthetic_seed,
                                cfg.synthetic_size, progress=progress)
-    for split, expected in (("train", cfg.synthetic_train), ("val", cfg.synthetic_val)):
-        ann, _ = split_paths(cfg, split)
-        if expected and ann.is_file():
-            found = len(json.loads(ann.read_text())["images"])
-            if found != expected:
-                raise UserError(
-                    f"{ann}: has {found} images but data.synthetic_{split}={expected}; delete "
-                    f"{root} to regenerate it, or point data.root elsewhere")
+    found = json.loads((root / GENERATION_FILE).read_text())
+    if found != wanted:
+        diff = ", ".join(f"{k} {found.get(k)} (config: {v})" for k, v in wanted.items()
+                         if found.get(k) != v)
+        raise UserError(f"{root}: synthetic data was generated with {diff}; delete {root} "
+                        f"to regenerate it, or point data.root elsewhere")
 
 
 def build_transforms(cfg: DataConfig, train: bool) -> Callable:

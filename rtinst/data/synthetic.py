@@ -54,6 +54,7 @@ SPLIT_CODES = {"train": 1, "val": 2}
 TEXTURES = ("solid", "stripes", "dots", "checker", "gradient")
 JPEG_QUALITY = 90
 
+GENERATION_FILE = "generation.json"
 REFERENCE_SIZE = 320  # areas below are in pixels at this long edge and scale with size**2
 # COCO area buckets: small < 32^2 <= medium < 96^2 <= large. Sampling mixture of target areas
 # (probability, low, high); occlusion later moves some instances into smaller buckets.
@@ -649,4 +650,7 @@ def generate_synthetic(out_dir: str | os.PathLike, num_train: int = 2000, num_va
             pool.close()
             pool.join()
     atomic_write_json(out_dir / "statistics.json", stats)
+    # Written last: its presence means the folder is complete, its content what made it.
+    atomic_write_json(out_dir / GENERATION_FILE,
+                      {"train": num_train, "val": num_val, "seed": seed, "size": size})
     return stats

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from rtinst.data.coco import CocoInstanceDataset
-from rtinst.data.synthetic import generate_synthetic
+from rtinst.data.synthetic import GENERATION_FILE, generate_synthetic
 from rtinst.data.transforms import Compose, Normalize, RandomHorizontalFlip, ResizeShortEdge, collate
 from rtinst.errors import UserError
 from rtinst.io import atomic_path, atomic_write_json
@@ -109,7 +109,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     root = Path(cfg.data_root)
-    if not (root / "statistics.json").is_file():
+    if not (root / GENERATION_FILE).is_file():
         generate_synthetic(root, cfg.num_images, 0, cfg.seed, cfg.size, progress=progress)
     ann, images = root / "annotations" / "instances_train.json", root / "train"
     augment = Compose([ResizeShortEdge(cfg.short_edge, cfg.size, sample="range"),
