@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "rtinst.cli.evaluate",
     "rtinst.cli.bench",
     "rtinst.cli.records",
+    "rtinst.cli.sweep",
+    "rtinst.cli.reproduce",
 ]
 
 DESCRIPTION = """\

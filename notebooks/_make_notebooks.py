@@ -1,0 +1,174 @@
+"""Write the papermill notebooks from one template each, so that they stay consistent.
+
+    python notebooks/_make_notebooks.py          # (re)writes the notebooks below
+    python notebooks/_make_notebooks.py --check  # exit 1 when a notebook is out of date
+
+- ``notebooks/run.ipynb``: one run (papermill parameters: base_config, overrides, run_dir,
+  trained_from, gpus); trains + evaluates through ``rtinst.sweep.run_one``, then shows the
+  loss curve, a few predictions on val images and the AP / TIDE numbers.
+- ``notebooks/<paper>/<table>.ipynb``: one per spec in ``experiments/``; parameters preset,
+  seeds, executor, workers, data_root, force, runs_dir, results_dir, cost_preset,
+  via_notebook, run, overrides, latency; everything happens in ``rtinst.tables.reproduce_table``.
+- ``notebooks/summary.ipynb``: every saved table of a preset, each paper's Figure 1 from our
+  cost columns and the one-page list of claims and verdicts.
+
+Notebooks are thin on purpose: the logic lives in rtinst (tested), not in cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+
+def _params(source: str):
+    cell = new_code_cell(source)
+    cell.metadata["tags"] = ["parameters"]
+    return cell
+
+
+def run_notebook():
+    return [
+        new_markdown_cell("# One run\n\nTrains and evaluates one config (resuming from its "
+                          "checkpoint when there is one) and leaves `record.json` beside this "
+                          "notebook. Executed by `rtinst sweep` through papermill."),
+        _params('base_config = ""  # YAML run config\n'
+                "overrides = []  # dotted config overrides\n"
+                'run_dir = ""\n'
+                "trained_from = None  # evaluation-only runs: the trained run's folder\n"
+                "gpus = 1  # more than 1: torchrun with one process per GPU"),
+        new_code_cell("from rtinst import experiments, sweep\n\n"
+                      "record = sweep.run_one(base_config, overrides, run_dir, trained_from=trained_from, gpus=gpus)\n"
+                      "print(f\"{record.status}: {record.config['model']['name']} at preset "
+                      "{record.config['preset']}, hash {record.config_hash}\")"),
+        new_markdown_cell("## Loss curve"),
+        new_code_cell("fig = experiments.plot_loss_curve(run_dir)"),
+        new_markdown_cell("## Predictions on a few val images"),
+        new_code_cell("fig = experiments.plot_predictions(run_dir, n=3)"),
+        new_markdown_cell("## COCO mask AP and TIDE errors"),
+        new_code_cell("experiments.metrics_table(record)"),
+    ]
+
+
+def table_notebook(spec_rel: str, title: str):
+    return [
+        new_markdown_cell(f"# {title}\n\nSpec: `{spec_rel}`. The paper's numbers and ours side "
+                          "by side (mean ± std over seeds), the change against the baseline row, "
+                          "cost columns at paper scale, and whether each of the paper's claims "
+                          "is reproduced at this scale."),
+        _params(f'spec = "{spec_rel}"\n'
+                'preset = "tiny"  # smoke | tiny | coco\n'
+                'seeds = "0"  # e.g. "0,1,2"\n'
+                'executor = "local"  # local | inline | submitit\n'
+                "workers = 1\n"
+                "data_root = None  # None: the preset's data folder\n"
+                "force = False\n"
+                'runs_dir = "results/runs"\n'
+                'results_dir = "results"\n'
+                'cost_preset = "coco"  # paper scale; None skips the cost columns\n'
+                "via_notebook = True  # each run through notebooks/run.ipynb\n"
+                "run = True  # False: only tabulate the records that exist\n"
+                "overrides = []  # dotted config overrides for every run\n"
+                "latency = False  # also time the paper-scale models (CPU or GPU, labelled)"),
+        new_code_cell("import pandas as pd\n"
+                      "from rtinst import tables\n\n"
+                      "pd.set_option('display.max_columns', 60, 'display.width', 250)\n"
+                      "result = tables.reproduce_table(spec, preset=preset, seeds=seeds, executor=executor,\n"
+                      "                                workers=workers, data_root=data_root, force=force,\n"
+                      "                                runs_dir=runs_dir, results_dir=results_dir,\n"
+                      "                                cost_preset=cost_preset, via_notebook=via_notebook, run=run,\n"
+                      "                                overrides=overrides, latency=latency)\n"
+                      "print(tables.SCALE_NOTE.get(preset, preset))"),
+        new_markdown_cell("## Paper vs ours"),
+        new_code_cell("result.view"),
+        new_markdown_cell("## The paper's claims at this scale"),
+        new_code_cell("result.claims[['claim', 'metric', 'paper_diff', 'ours_diff', 'noise', 'verdict', 'scale']].round(2)"),
+        new_markdown_cell("## Plot"),
+        new_code_cell("result.image()"),
+        new_code_cell("{k: str(v) for k, v in result.paths.items()}"),
+    ]
+
+
+def summary_notebook():
+    return [
+        new_markdown_cell("# rtinst: paper tables reproduced\n\nEvery table of FastInst (CVPR "
+                          "2023), SparseInst (CVPR 2022) and YOLACT (ICCV 2019): the paper's "
+                          "numbers beside ours, each paper's Figure 1 regenerated from our cost "
+                          "columns (paper scale), and which claims reproduce at which scale."),
+        _params('preset = "tiny"\nresults_dir = "results"'),
+        new_code_cell("import pandas as pd\nfrom IPython.display import Image, Markdown, display\n"
+                      "from rtinst import tables\n\n"
+                      "pd.set_option('display.max_columns', 60, 'display.width', 250)\n"
+                      "saved = tables.load_saved(results_dir, preset)\n"
+                      "page = tables.claims_page(saved, preset)\n"
+                      "print(f'{len(saved)} tables at preset {preset}: ' + tables.SCALE_NOTE.get(preset, preset))"),
+        new_markdown_cell("## Which claims reproduce (one page)"),
+        new_code_cell("tables.verdict_counts(page)"),
+        new_code_cell("page"),
+        new_markdown_cell("## Figure 1 of each paper, from our cost columns"),
+        new_code_cell("fig = tables.plot_figure1(saved, preset)"),
+        new_markdown_cell("## Every table"),
+        new_code_cell("for name, (table, claims) in saved.items():\n"
+                      "    display(Markdown(f'### {name}'))\n"
+                      "    keep = [c for c in table.columns if c.startswith(('row', 'status', 'paper_', 'delta_', 'note'))\n"
+                      "            or (c.startswith('ours_') and not c.endswith(('_mean', '_std', '_vs_base')))]\n"
+                      "    display(table[keep].round(2))\n"
+                      "    figure = tables.output_paths_by_name(results_dir, preset, name)['figure']\n"
+                      "    if figure.is_file():\n"
+                      "        display(Image(filename=str(figure)))"),
+    ]
+
+
+def _notebook(cells):
+    for i, cell in enumerate(cells):
+        cell["id"] = f"cell-{i}"  # stable ids: regenerating gives the same file
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = KERNEL
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
+def all_notebooks() -> dict[Path, object]:
+    sys.path.insert(0, str(REPO))
+    import yaml
+
+    from rtinst.specs import list_specs
+
+    out = {HERE / "run.ipynb": _notebook(run_notebook()),
+           HERE / "summary.ipynb": _notebook(summary_notebook())}
+    for spec in list_specs(REPO / "experiments"):
+        data = yaml.safe_load(spec.read_text())
+        title = f"{data['paper']} {data.get('title', spec.stem)}"
+        rel = spec.relative_to(REPO).as_posix()
+        out[HERE / spec.parent.name / f"{spec.stem}.ipynb"] = _notebook(table_notebook(rel, title))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="only check that the notebooks are current")
+    args = p.parse_args(argv)
+    stale = []
+    for path, nb in all_notebooks().items():
+        text = nbformat.writes(nb)
+        if path.is_file() and path.read_text() == text:
+            continue
+        stale.append(path)
+        if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    for path in stale:
+        print(f"{'stale' if args.check else 'wrote'} {path.relative_to(REPO)}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

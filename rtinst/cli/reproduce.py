@@ -1,0 +1,122 @@
+"""`rtinst reproduce`: every paper table -> executed notebooks -> results/summary.html.
+
+1. load and validate every selected spec (a bad spec stops everything before any run);
+2. print an up-front estimate of the missing work (from the step times of existing records);
+3. run the union of all runs and cost measurements once (shared configs run once);
+4. execute each table notebook (notebooks/<paper>/<table>.ipynb) with papermill into
+   <results-dir>/notebooks/, reusing one warm kernel (all runs are cached by then);
+5. execute notebooks/summary.ipynb and render it to <results-dir>/summary.html (nbconvert).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from rtinst.cli.sweep import add_sweep_arguments, cost_preset, submitit_params
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOKS = REPO / "notebooks"
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def render_html(notebook: Path, html: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from rtinst.io import atomic_write_text
+
+    body, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(notebook, 4))
+    atomic_write_text(html, body)
+
+
+def _execute(nb_in: Path, nb_out: Path, params: dict) -> str | None:
+    """Execute one notebook (warm kernel); returns the error, or None."""
+    from rtinst.io import atomic_path
+    from rtinst.sweep import execute_notebook
+
+    nb_out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(nb_out) as tmp:
+        try:
+            execute_notebook(nb_in, tmp, params, warm=True)
+        except Exception as e:  # noqa: BLE001 - keep the executed notebook, report, go on
+            return f"{getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', e)}"
+    return None
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    from rtinst import tables
+    from rtinst.errors import UserError
+    from rtinst.specs import load_specs
+    from rtinst.sweep import estimate, parse_seeds, pending_costs, pending_runs, plan_sweep, run_sweep
+
+    t0 = time.time()
+    seeds = parse_seeds(args.seeds)
+    cp = cost_preset(args)
+    results = Path(args.results_dir)
+    specs = load_specs(args.tables or None, presets=(args.preset,) + ((cp,) if cp else ()))
+    plan = plan_sweep(specs, args.preset, seeds, args.runs_dir, results / "costs",
+                      data_root=args.data_root, cost_preset=cp, overrides=args.override, gpus=args.gpus,
+                      latency=args.latency)
+    todo, costs = pending_runs(plan, args.force, args.retry_failed), pending_costs(plan, args.force)
+    _say(f"{len(specs)} table(s); {len(plan.runs)} distinct run(s) at preset {args.preset}, seeds "
+         f"{seeds}; {len(plan.costs)} cost model(s) at {cp or 'no'} scale")
+    _say(f"estimate: {estimate(plan, todo, costs, args.workers)}")
+    if args.dry_run:
+        return 0
+    result = run_sweep(plan, args.executor, args.workers, force=args.force,
+                       retry_failed=args.retry_failed, via_notebook=not args.no_notebook,
+                       submitit_params=submitit_params(args), log=_say, announce=False)
+    _say(result.summary())
+
+    errors = {}
+    for spec in specs:
+        nb_in = NOTEBOOKS / spec.paper / f"{spec.table}.ipynb"
+        if not nb_in.is_file():
+            raise UserError(f"{nb_in}: table notebook missing; run python notebooks/_make_notebooks.py")
+        params = {"spec": str(spec.path), "preset": args.preset, "seeds": ",".join(map(str, seeds)),
+                  "executor": args.executor, "workers": args.workers, "data_root": args.data_root,
+                  "force": False, "runs_dir": str(args.runs_dir), "results_dir": str(results),
+                  "cost_preset": cp, "via_notebook": not args.no_notebook, "run": True,
+                  "overrides": list(args.override), "latency": args.latency}
+        t = time.time()
+        err = _execute(nb_in, results / "notebooks" / spec.paper / f"{spec.table}.ipynb", params)
+        _say(f"table {spec.id}: {'ok' if err is None else 'FAILED: ' + err} ({time.time() - t:.1f} s)")
+        if err:
+            errors[spec.id] = err
+    summary_nb = results / "notebooks" / "summary.ipynb"
+    err = _execute(NOTEBOOKS / "summary.ipynb", summary_nb,
+                   {"preset": args.preset, "results_dir": str(results)})
+    if err:
+        errors["summary"] = err
+    render_html(summary_nb, results / "summary.html")
+    from rtinst.sweep import shutdown_kernels
+
+    shutdown_kernels()
+    page = tables.claims_page(tables.load_saved(results, args.preset), args.preset)
+    counts = page["verdict"].value_counts().to_dict() if len(page) else {}
+    print(f"{results / 'summary.html'}: {len(specs)} table(s), claims: "
+          + (", ".join(f"{v} {k}" for k, v in counts.items()) or "none")
+          + f" ({time.time() - t0:.1f} s)")
+    for name, e in errors.items():
+        print(f"error in {name}: {e}", file=sys.stderr)
+    return 1 if errors or result.failed else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "reproduce", help="all paper tables -> notebooks -> results/summary.html",
+        description="Reproduce the papers' tables: validate the specs, estimate, run what is "
+        "missing (cached runs are reused), execute each table notebook into "
+        "<results-dir>/notebooks/ and the summary notebook into <results-dir>/summary.html. "
+        "A fully cached re-run only re-renders.",
+    )
+    p.add_argument("--tables", nargs="+", default=None,
+                   help="specs to reproduce, e.g. fastinst/table6a yolact/table2a (default: all)")
+    add_sweep_arguments(p, default_preset="tiny")
+    p.set_defaults(func=reproduce)

@@ -1,0 +1,107 @@
+"""`rtinst sweep`: run every row x seed of one or more table specs (cached, resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rtinst.cli.config import add_override_argument
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser, default_preset: str = "tiny") -> None:
+    """Options shared by `rtinst sweep` and `rtinst reproduce`."""
+    p.add_argument("--preset", default=default_preset, choices=["smoke", "tiny", "coco"],
+                   help=f"scale of the trained (accuracy) columns (default {default_preset})")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
+    p.add_argument("--executor", default="local", choices=["local", "inline", "submitit"],
+                   help="local: process pool (default); inline: this process; submitit: SLURM")
+    p.add_argument("--workers", type=int, default=1, help="parallel runs (local pool size)")
+    p.add_argument("--force", action="store_true", help="recompute runs and costs even if cached")
+    p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    p.add_argument("--runs-dir", default="results/runs", help="run folders (default results/runs)")
+    p.add_argument("--results-dir", default="results",
+                   help="tables/, figures/, costs/ go here (default results)")
+    p.add_argument("--data-root", default=None,
+                   help="dataset folder for every run (default: each preset's own data.root)")
+    p.add_argument("--cost-preset", default="coco",
+                   help="scale of the cost columns: coco (paper scale, default), another preset, "
+                   "or none to skip them")
+    p.add_argument("--latency", action="store_true",
+                   help="also time every paper-scale model (batch 1; GPU when present, else "
+                   "CPU, labelled so) next to the paper's FPS")
+    p.add_argument("--no-notebook", action="store_true",
+                   help="run directly instead of through papermill and notebooks/run.ipynb")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="GPUs per run; more than 1 launches torchrun --nproc_per_node=GPUS")
+    p.add_argument("--slurm-partition", default=None, help="submitit: SLURM partition")
+    p.add_argument("--slurm-timeout-min", type=int, default=24 * 60, help="submitit: job time limit")
+    p.add_argument("--cluster", default=None, choices=["slurm", "local", "debug"],
+                   help="submitit cluster (default: auto-detect; local runs jobs as processes)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and estimate, run nothing")
+    add_override_argument(p)
+
+
+def submitit_params(args: argparse.Namespace) -> dict:
+    params: dict = {"timeout_min": args.slurm_timeout_min}
+    if args.cluster:
+        params["cluster"] = args.cluster
+    if args.slurm_partition:
+        params["slurm_partition"] = args.slurm_partition
+    if args.gpus > 1:
+        params["gpus_per_node"] = args.gpus
+    return params
+
+
+def cost_preset(args: argparse.Namespace) -> str | None:
+    return None if str(args.cost_preset).lower() in ("none", "") else args.cost_preset
+
+
+def sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rtinst import tables
+    from rtinst.specs import load_specs
+    from rtinst.sweep import estimate, parse_seeds, pending_costs, pending_runs, plan_sweep, run_sweep
+
+    seeds = parse_seeds(args.seeds)
+    cp = cost_preset(args)
+    names = None if args.spec == ["all"] else args.spec
+    specs = load_specs(names, presets=(args.preset,) + ((cp,) if cp else ()))  # all checked first
+    plan = plan_sweep(specs, args.preset, seeds, args.runs_dir, Path(args.results_dir) / "costs",
+                      data_root=args.data_root, cost_preset=cp, overrides=args.override, gpus=args.gpus,
+                      latency=args.latency)
+    todo, costs = pending_runs(plan, args.force, args.retry_failed), pending_costs(plan, args.force)
+    print(f"{len(specs)} spec(s), {len(plan.runs)} distinct run(s) x seeds {seeds} at preset "
+          f"{args.preset}, {len(plan.costs)} cost model(s) at {cp or 'no'} scale", file=sys.stderr)
+    print(estimate(plan, todo, costs, args.workers), file=sys.stderr)
+    if args.dry_run:
+        for job in todo:
+            print(f"  {job.status():8s} {Path(job.run_dir).name}  <- {', '.join(job.used_by[:3])}")
+        return 0
+    result = run_sweep(plan, args.executor, args.workers, force=args.force,
+                       retry_failed=args.retry_failed, via_notebook=not args.no_notebook,
+                       submitit_params=submitit_params(args),
+                       log=lambda m: print(m, file=sys.stderr, flush=True), announce=False)
+    print(result.summary())
+    for spec in specs:
+        r = tables.reproduce_table(spec, args.preset, seeds, runs_dir=args.runs_dir,
+                                   results_dir=args.results_dir, data_root=args.data_root,
+                                   cost_preset=cp, run=False, overrides=args.override,
+                                   latency=args.latency)
+        counts = r.claims["verdict"].value_counts().to_dict()
+        print(f"{spec.id}: {r.paths['csv']} ({', '.join(f'{v} {k}' for k, v in counts.items()) or 'no claims'})")
+    return 1 if result.failed else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="run the rows of table specs (cached by config hash, resumable)",
+        description="Run every implemented row x seed of SPEC(s) (experiments/<paper>/<table>.yaml, "
+        "'fastinst/table6a', or 'all'). One run per distinct config hash: finished runs are reused, "
+        "killed runs resume from their checkpoint, failed runs are recorded with the reason and "
+        "the sweep goes on. Cost columns are measured once per model at paper scale into "
+        "<results-dir>/costs/. Ends by saving each table to <results-dir>/tables/<preset>/.",
+    )
+    p.add_argument("spec", nargs="+", help="spec file, paper/table name (prefix allowed) or 'all'")
+    add_sweep_arguments(p)
+    p.set_defaults(func=sweep)

@@ -1,0 +1,461 @@
+"""Experiment specs: one YAML per paper table, validated completely before any run starts.
+
+A spec (``experiments/<paper>/<table>.yaml``) says which paper CSV the table reproduces,
+which base config each row starts from, the rows (a label, config overrides, the paper row
+it maps to), the metrics to collect, and the paper's claims as pairwise comparisons::
+
+    paper: fastinst
+    table: table6a_decoder_layers
+    title: "Table 6a: number of Transformer decoder layers D"
+    paper_csv: fastinst/table6a_decoder_layers.csv     # under the paper-tables folder
+    model: fastinst                  # base config: rtinst/configs/{model}/{preset}.yaml
+    metrics: [ap, ap_s, ap_m, ap_l]  # accuracy columns: trained at the chosen preset
+    paper_cost_columns: [gflops, fps]
+    cost_metrics: [gflops, params_m] # measured at paper scale (coco preset, random weights)
+    cost_input_size: [640, 864]
+    baseline: D=3
+    rows:
+      - {label: D=0, match: {decoder_layers: 0}, overrides: [model.decoder_layers=0]}
+      - {label: D=3, match: {decoder_layers: 3}}
+    claims:
+      - {metric: ap, a: D=3, op: ">", b: D=1, text: "more decoder layers, higher AP"}
+
+Row keys: ``label``; ``match`` (CSV column -> value, must select exactly one CSV row) or
+``paper_row`` (0-based row index); ``overrides`` (dotted config overrides, every scale);
+``paper_scale_overrides`` (only where the model is built at paper scale: cost columns, and
+training with the ``coco`` preset - backbones, input sizes); ``model`` (another base model,
+for the comparison tables); ``eval_of`` (an evaluation-only variant: re-evaluates the model
+trained for that row with inference-time overrides, e.g. YOLACT's NMS type);
+``implemented: false`` (methods outside the three papers: the paper's numbers only) and
+``note``; ``cost_input_size`` (per row).
+
+Every problem - an unknown key, a paper row that does not exist, an override of a config
+field that does not exist - is a one-line :class:`SpecError` naming the spec file and row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from rtinst.config import ConfigError, RunConfig, apply_overrides, from_dict, load_config, to_dict
+from rtinst.errors import UserError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+VENDORED_TABLES = EXPERIMENTS_DIR / "paper_tables"
+PAPER_TABLES_ENV = "RTINST_PAPER_TABLES"
+
+# Paper column -> our metric key where the names differ (the papers' AR is AR@100).
+OUR_METRIC = {"ar": "ar100"}
+ACCURACY_METRICS = frozenset({
+    "ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "ar", "ar1", "ar10", "ar100", "ar_s", "ar_m",
+    "ar_l", "tide_ap50", "tide_cls", "tide_loc", "tide_both", "tide_dupe", "tide_bkg",
+    "tide_miss", "tide_fp", "tide_fn",
+})
+# Measured at paper scale: FLOPs/params always, CPU latency on request (labelled CPU).
+# ``<part>_ms`` / ``<part>_pct``: per-module latency breakdown (SparseInst Table 8 style).
+COST_METRICS = frozenset({"gflops", "params_m", "latency_ms", "fps"})
+PAPER_COST_COLUMNS = frozenset({"gflops", "fps", "time_ms", "params_m", "backbone_ms",
+                                "backbone_pct", "encoder_ms", "encoder_pct", "decoder_ms",
+                                "decoder_pct", "post_ms", "post_pct"})
+# Overrides an evaluation-only row may make: they change inference, not the trained weights.
+EVAL_ONLY_KEYS = ("model.nms", "model.nms_iou_threshold", "model.nms_top_k",
+                  "model.score_threshold", "model.mask_threshold", "model.max_detections",
+                  "model.mask_rescore", "eval.")
+OPS = (">", "<", "~")
+PRESETS = ("smoke", "tiny", "coco")
+
+
+class SpecError(UserError):
+    """A spec is invalid; the one-line message names the spec file (and the row)."""
+
+
+@dataclass
+class ClaimSpec:
+    """A paper claim as a comparison of two rows on one metric: ``a op b``."""
+
+    metric: str
+    a: str
+    op: str
+    b: str
+    text: str = ""
+    tolerance: float | None = None  # overrides the spec's noise floor for this claim
+
+
+@dataclass
+class RowSpec:
+    label: str
+    match: dict[str, Any] = field(default_factory=dict)
+    paper_row: int | None = None  # resolved CSV row index (from match when not given)
+    overrides: list[str] = field(default_factory=list)
+    paper_scale_overrides: list[str] = field(default_factory=list)
+    model: str | None = None
+    eval_of: str | None = None
+    implemented: bool = True
+    note: str = ""
+    cost_input_size: list[int] | None = None
+
+
+@dataclass
+class TableSpec:
+    paper: str
+    table: str
+    title: str
+    paper_csv: str
+    model: str
+    rows: list[RowSpec]
+    metrics: list[str] = field(default_factory=lambda: ["ap"])
+    cost_metrics: list[str] = field(default_factory=lambda: ["gflops", "params_m"])
+    paper_cost_columns: list[str] = field(default_factory=list)
+    cost_input_size: list[int] = field(default_factory=lambda: [640, 864])
+    base_config: str = "rtinst/configs/{model}/{preset}.yaml"
+    overrides: list[str] = field(default_factory=list)
+    paper_scale_overrides: list[str] = field(default_factory=list)
+    baseline: str | None = None
+    claims: list[ClaimSpec] = field(default_factory=list)
+    plot: dict[str, Any] = field(default_factory=dict)
+    tolerance: float = 0.5  # AP points: the noise floor when there is one seed
+    cost_tolerance: float = 0.01  # relative: cost columns are deterministic
+    notes: str = ""
+    path: Path | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.paper}/{self.table}"
+
+    def row(self, label: str) -> RowSpec:
+        for r in self.rows:
+            if r.label == label:
+                return r
+        raise KeyError(label)
+
+    @property
+    def implemented_rows(self) -> list[RowSpec]:
+        return [r for r in self.rows if r.implemented]
+
+    def where(self, row: RowSpec | None = None) -> str:
+        loc = _display(self.path) if self.path else self.id
+        return f"{loc}: row {row.label!r}" if row is not None else loc
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def paper_tables_dir() -> Path:
+    """The paper-tables folder: $RTINST_PAPER_TABLES, ../shared/paper_tables beside the repo
+    (the curated source), or the copy vendored in experiments/paper_tables/."""
+    env = os.environ.get(PAPER_TABLES_ENV)
+    if env:
+        if not Path(env).is_dir():
+            raise SpecError(f"${PAPER_TABLES_ENV}={env}: not a folder")
+        return Path(env)
+    for candidate in (REPO_ROOT.parent / "shared" / "paper_tables", VENDORED_TABLES):
+        if (candidate / "INDEX.md").is_file():
+            return candidate
+    raise SpecError(f"paper tables not found: set ${PAPER_TABLES_ENV} or restore {VENDORED_TABLES}")
+
+
+@functools.lru_cache(maxsize=64)
+def _read_csv(path: str, mtime: float) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def read_paper_csv(rel: str) -> pd.DataFrame:
+    """The paper CSV as strings (empty cell = ''), exactly as curated."""
+    path = paper_tables_dir() / rel
+    if not path.is_file():
+        raise SpecError(f"paper table {rel!r} not found under {paper_tables_dir()}")
+    return _read_csv(str(path), path.stat().st_mtime).copy()
+
+
+def paper_numbers(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Numeric view of the paper CSV's metric columns (empty -> NaN)."""
+    out = pd.DataFrame(index=df.index)
+    for c in columns:
+        out[c] = pd.to_numeric(df[c], errors="coerce") if c in df else float("nan")
+    return out
+
+
+def resolve_base_config(template: str, model: str, preset: str) -> Path:
+    rel = template.format(model=model, preset=preset)
+    path = Path(rel)
+    if not path.is_absolute():
+        path = (REPO_ROOT / rel) if rel.startswith("rtinst/") else (Path.cwd() / rel)
+    return path
+
+
+def list_specs(root: Path = EXPERIMENTS_DIR) -> list[Path]:
+    return sorted(p for p in root.glob("*/*.yaml") if p.parent.name != "paper_tables")
+
+
+def find_spec(name: str, root: Path = EXPERIMENTS_DIR) -> Path:
+    """A spec by path, by ``paper/table`` or by a unique prefix such as ``fastinst/table6a``."""
+    p = Path(name)
+    if p.suffix == ".yaml" and p.is_file():
+        return p
+    hits = [s for s in list_specs(root)
+            if f"{s.parent.name}/{s.stem}".startswith(name.removesuffix(".yaml"))]
+    exact = [s for s in hits if f"{s.parent.name}/{s.stem}" == name.removesuffix(".yaml")]
+    if len(exact) == 1 or len(hits) == 1:
+        return (exact or hits)[0]
+    names = [f"{s.parent.name}/{s.stem}" for s in list_specs(root)]
+    if hits:
+        raise SpecError(f"spec {name!r} is ambiguous: {', '.join(f'{h.parent.name}/{h.stem}' for h in hits)}")
+    guess = difflib.get_close_matches(name, names, n=1, cutoff=0.4)
+    hint = f"; did you mean '{guess[0]}'?" if guess else f"; known specs: {', '.join(names)}"
+    raise SpecError(f"unknown spec {name!r}{hint}")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _check_keys(data: dict, cls: type, where: str, what: str = "key") -> None:
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "path"]
+    for key in data:
+        if key not in names:
+            guess = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{guess[0]}'?" if guess else f"; valid keys: {', '.join(names)}"
+            raise SpecError(f"{where}: unknown {what} '{key}'{hint}")
+
+
+def _as_list(value: Any, where: str, name: str) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise SpecError(f"{where}: '{name}' must be a list, got {value!r}")
+    return value
+
+
+def _norm(value: Any) -> str:
+    """Cell comparison: YAML true/1.0/'E4' vs the CSV's 'true'/'1'/'E4'; null = empty cell."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    try:
+        f = float(text)
+        return str(int(f)) if f.is_integer() else str(f)
+    except ValueError:
+        return text.lower()
+
+
+def _resolve_paper_row(spec: TableSpec, row: RowSpec, csv: pd.DataFrame) -> int:
+    where = spec.where(row)
+    if row.paper_row is not None:
+        if not 0 <= row.paper_row < len(csv):
+            raise SpecError(f"{where}: paper_row {row.paper_row} out of range (the CSV "
+                            f"{spec.paper_csv} has {len(csv)} rows)")
+        return row.paper_row
+    if not row.match:
+        raise SpecError(f"{where}: give 'match' (CSV column -> value) or 'paper_row'")
+    mask = pd.Series(True, index=csv.index)
+    for col, value in row.match.items():
+        if col not in csv.columns:
+            guess = difflib.get_close_matches(col, list(csv.columns), n=1, cutoff=0.5)
+            hint = f"; did you mean '{guess[0]}'?" if guess else ""
+            raise SpecError(f"{where}: match column '{col}' is not in {spec.paper_csv}{hint}")
+        mask &= csv[col].map(_norm) == _norm(value)
+    hits = list(csv.index[mask])
+    if len(hits) != 1:
+        what = "no paper row matches" if not hits else f"{len(hits)} paper rows match"
+        raise SpecError(f"{where}: {what} {row.match} in {spec.paper_csv}")
+    return int(hits[0])
+
+
+def _parse_row(data: Any, where: str) -> RowSpec:
+    if not isinstance(data, dict) or "label" not in data:
+        raise SpecError(f"{where}: each row needs a 'label', got {data!r}")
+    _check_keys(data, RowSpec, f"{where}: row {data['label']!r}")
+    row = RowSpec(**data)
+    row.label = str(row.label)
+    for name in ("overrides", "paper_scale_overrides"):
+        setattr(row, name, [str(o) for o in _as_list(getattr(row, name), where, name)])
+    return row
+
+
+def parse_spec(data: Any, path: Path | None = None) -> TableSpec:
+    """Build a TableSpec from plain data (keys and row references checked, configs not)."""
+    where = _display(path) if path else "spec"
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: expected a mapping at the top level")
+    _check_keys(data, TableSpec, where)
+    for key in ("paper", "table", "paper_csv", "model", "rows"):
+        if key not in data:
+            raise SpecError(f"{where}: missing required key '{key}'")
+    data = dict(data)
+    rows = [_parse_row(r, where) for r in _as_list(data.pop("rows"), where, "rows")]
+    claims = []
+    for c in _as_list(data.pop("claims", []), where, "claims"):
+        if not isinstance(c, dict):
+            raise SpecError(f"{where}: a claim must be a mapping, got {c!r}")
+        _check_keys(c, ClaimSpec, f"{where}: claim {c.get('text') or c}")
+        claims.append(ClaimSpec(**c))
+    spec = TableSpec(rows=rows, claims=claims, title=data.pop("title", ""), path=path, **data)
+    for name in ("metrics", "cost_metrics", "paper_cost_columns", "overrides",
+                 "paper_scale_overrides"):
+        setattr(spec, name, [str(v) for v in _as_list(getattr(spec, name), where, name)])
+    return spec
+
+
+def _validate_structure(spec: TableSpec) -> None:
+    where = spec.where()
+    labels = [r.label for r in spec.rows]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise SpecError(f"{where}: duplicate row labels {dupes}")
+    for m in spec.metrics:
+        if m not in ACCURACY_METRICS:
+            raise SpecError(f"{where}: unknown metric '{m}' in metrics; known: "
+                            f"{', '.join(sorted(ACCURACY_METRICS))}")
+    for m in spec.cost_metrics:
+        if m not in COST_METRICS and not m.endswith(("_ms", "_pct")):
+            raise SpecError(f"{where}: unknown cost metric '{m}'; known: {', '.join(sorted(COST_METRICS))}")
+    csv = read_paper_csv(spec.paper_csv)
+    for c in spec.paper_cost_columns:
+        if c not in csv.columns or c not in PAPER_COST_COLUMNS:
+            raise SpecError(f"{where}: paper_cost_columns: '{c}' is not a cost column of {spec.paper_csv}")
+    if spec.baseline is not None and spec.baseline not in labels:
+        raise SpecError(f"{where}: baseline {spec.baseline!r} is not a row label")
+    if len(spec.cost_input_size) != 2:
+        raise SpecError(f"{where}: cost_input_size must be [height, width]")
+    seen: dict[int, str] = {}
+    for row in spec.rows:
+        row.paper_row = _resolve_paper_row(spec, row, csv)
+        if row.paper_row in seen:
+            raise SpecError(f"{spec.where(row)}: maps to the same paper row as {seen[row.paper_row]!r}")
+        seen[row.paper_row] = row.label
+        if row.eval_of is not None:
+            base = next((r for r in spec.rows if r.label == row.eval_of), None)
+            if base is None or not base.implemented or base.eval_of is not None:
+                raise SpecError(f"{spec.where(row)}: eval_of {row.eval_of!r} must name a trained row")
+            bad = [o for o in row.overrides if not o.split("=", 1)[0].startswith(EVAL_ONLY_KEYS)]
+            if bad:
+                raise SpecError(f"{spec.where(row)}: an evaluation-only row may only change "
+                                f"inference settings ({', '.join(EVAL_ONLY_KEYS)}), not {bad}")
+    known = set(spec.metrics) | set(spec.cost_metrics)
+    for c in spec.claims:
+        text = c.text or f"{c.a} {c.op} {c.b} ({c.metric})"
+        if c.op not in OPS:
+            raise SpecError(f"{where}: claim {text!r}: op must be one of {OPS}")
+        if c.metric not in known:
+            raise SpecError(f"{where}: claim {text!r}: metric '{c.metric}' is not in metrics or cost_metrics")
+        for lab in (c.a, c.b):
+            if lab not in labels:
+                guess = difflib.get_close_matches(lab, labels, n=1, cutoff=0.5)
+                hint = f"; did you mean {guess[0]!r}?" if guess else ""
+                raise SpecError(f"{where}: claim {text!r}: unknown row {lab!r}{hint}")
+        _check_claim_against_paper(spec, c, csv, text)
+
+
+def _check_claim_against_paper(spec: TableSpec, c: ClaimSpec, csv: pd.DataFrame, text: str) -> None:
+    """A claim must hold in the paper's own numbers (when the paper prints them)."""
+    col = {"gflops": "gflops", "params_m": "params_m"}.get(c.metric, c.metric)
+    if c.op == "~" or col not in csv.columns:
+        return
+    a = pd.to_numeric(csv.at[spec.row(c.a).paper_row, col], errors="coerce")
+    b = pd.to_numeric(csv.at[spec.row(c.b).paper_row, col], errors="coerce")
+    if pd.notna(a) and pd.notna(b) and not (a > b if c.op == ">" else a < b):
+        raise SpecError(f"{spec.where()}: claim {text!r} does not hold in the paper "
+                        f"({c.metric}: {a} vs {b})")
+
+
+def validate_configs(spec: TableSpec, presets: tuple[str, ...] = ("coco",)) -> None:
+    """Resolve every implemented row's config at each preset with ``load_config``."""
+    for row in spec.implemented_rows:
+        for preset in presets:
+            try:
+                row_config(spec, row, preset)
+            except ConfigError as e:
+                raise SpecError(f"{spec.where(row)}: {e}") from None
+
+
+def load_spec(path: str | Path, presets: tuple[str, ...] = ("coco",)) -> TableSpec:
+    """Read, parse and fully validate a spec (configs resolved at ``presets``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark else ""
+        raise SpecError(f"{_display(path)}: invalid YAML{at}: {getattr(e, 'problem', e)}") from None
+    spec = parse_spec(data, path)
+    _validate_structure(spec)
+    validate_configs(spec, tuple(dict.fromkeys(presets)))
+    return spec
+
+
+def load_specs(names: list[str] | None = None, presets: tuple[str, ...] = ("coco",)) -> list[TableSpec]:
+    """All specs (or the named ones), every one validated before the caller runs anything."""
+    paths = [find_spec(n) for n in names] if names else list_specs()
+    return [load_spec(p, presets) for p in paths]
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def row_overrides(spec: TableSpec, row: RowSpec, preset: str) -> list[str]:
+    """Overrides of a row at a preset: spec-wide, the row's, and paper-scale ones at coco."""
+    out = list(spec.overrides) + list(row.overrides)
+    if preset == "coco":
+        out += spec.paper_scale_overrides + row.paper_scale_overrides
+    return out
+
+
+def row_base(spec: TableSpec, row: RowSpec, preset: str) -> Path:
+    return resolve_base_config(spec.base_config, row.model or spec.model, preset)
+
+
+@functools.lru_cache(maxsize=32)
+def _base_data(path: str, mtime: float) -> str:
+    return json.dumps(to_dict(load_config(path)))
+
+
+def cached_load_config(path: Path, overrides: list[str]) -> RunConfig:
+    """``load_config(path, overrides)``, with the YAML chain of ``path`` read once."""
+    if not path.is_file():
+        return load_config(path, overrides)  # its error names the file
+    data = json.loads(_base_data(str(path), path.stat().st_mtime))
+    try:
+        return from_dict(apply_overrides(data, overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def row_config(spec: TableSpec, row: RowSpec, preset: str,
+               extra: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    return cached_load_config(row_base(spec, row, preset), row_overrides(spec, row, preset) + list(extra))
+
+
+def trained_row(spec: TableSpec, row: RowSpec) -> RowSpec:
+    """The row whose trained model ``row`` is evaluated with (itself unless eval-only)."""
+    return spec.row(row.eval_of) if row.eval_of else row
+
+
+def cost_size(spec: TableSpec, row: RowSpec) -> tuple[int, int]:
+    h, w = row.cost_input_size or spec.cost_input_size
+    return int(h), int(w)

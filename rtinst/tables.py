@@ -1,0 +1,528 @@
+"""Comparison tables: the paper's numbers and ours side by side, claims judged, plots.
+
+For one spec, :func:`build_table` gives one row per table row with, for every metric ``m``:
+``paper_m``, ``ours_m_mean``, ``ours_m_std`` (over seeds), ``ours_m`` ("mean ± std"),
+``delta_m`` (ours - paper) and ``ours_m_vs_base`` / ``paper_m_vs_base`` (the change against
+the table's baseline row, which is what an ablation is about). Cost columns are measured at
+paper scale (``ours_gflops`` next to ``paper_gflops``); latency is labelled CPU or GPU.
+
+:func:`judge_claims` checks every claim of the spec (``a op b`` on a metric) on our numbers:
+``reproduced``, ``not reproduced`` (the opposite direction, beyond noise) or ``within noise``.
+Noise is the spread of a difference of two runs, sqrt(std_a^2 + std_b^2) over seeds, or the
+spec's fixed ``tolerance`` with a single seed; cost columns are deterministic and use a
+relative ``cost_tolerance``. A claim's own ``tolerance`` is a floor on the noise.
+
+:func:`reproduce_table` is what a table notebook calls: sweep (cached runs are reused), build,
+judge, plot, save CSV + parquet + PNG.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rtinst.experiments import read_record
+from rtinst.io import atomic_path
+from rtinst.specs import OUR_METRIC, TableSpec, load_spec, paper_numbers, read_paper_csv
+
+REPRODUCED, NOT_REPRODUCED, WITHIN_NOISE = "reproduced", "not reproduced", "within noise"
+NO_DATA, NOT_IMPLEMENTED = "no data", "not implemented"
+SCALE_NOTE = {
+    "smoke": "smoke preset: a seconds-long test scale, the numbers mean nothing",
+    "tiny": "tiny preset: embedded synthetic data, small backbone, CPU minutes",
+    "coco": "coco preset: the papers' setting",
+}
+
+
+def _our_key(metric: str) -> str:
+    return OUR_METRIC.get(metric, metric)
+
+
+# ---------------------------------------------------------------------------- collect
+
+
+def collect_runs(spec: TableSpec, plan) -> pd.DataFrame:
+    """One row per (table row, seed) of the plan: status, error and metrics from the record."""
+    rows = []
+    for label_row in spec.implemented_rows:
+        for seed, job in sorted(plan.runs_for(spec.id, label_row.label).items()):
+            entry: dict[str, Any] = {"label": label_row.label, "seed": seed, "run_dir": job.run_dir,
+                                     "config_hash": job.config_hash, "status": "missing", "error": None}
+            path = Path(job.run_dir) / "record.json"
+            if path.is_file():
+                rec = read_record(path)
+                entry.update(status=rec.status, error=rec.error, wall_time_s=rec.wall_time_s,
+                             hardware=rec.provenance.get("hardware"), **rec.metrics)
+            rows.append(entry)
+    return pd.DataFrame(rows, columns=None if rows else ["label", "seed", "status", "error"])
+
+
+def _cost_row(data: dict) -> dict:
+    out = {k: data[k] for k in ("gflops", "params_m", "latency_ms", "fps", "latency_kind")
+           if k in data}
+    bd = data.get("breakdown")
+    if bd:
+        out.update({f"{k}_ms": v for k, v in bd["ms"].items()})
+        out.update({f"{k}_pct": v for k, v in bd["pct"].items()})
+        out["breakdown_kind"] = bd["kind"]
+    return out
+
+
+def collect_costs(spec: TableSpec, plan) -> pd.DataFrame:
+    """One row per implemented table row: the cached paper-scale cost measurement."""
+    from rtinst.sweep import read_cost
+
+    rows = []
+    for row in spec.implemented_rows:
+        job = plan.cost_for(spec.id, row.label)
+        data = read_cost(job.path) if job else None
+        rows.append({"label": row.label, **(_cost_row(data) if data else {})})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ build
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    if n == 0 or mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
+
+
+def _status(group: pd.DataFrame | None, n_seeds: int) -> str:
+    if group is None or group.empty:
+        return "no runs"
+    done = int((group["status"] == "done").sum())
+    failed = group[group["status"] == "failed"]
+    text = f"{done}/{len(group)} done"
+    if len(failed):
+        reason = str(failed["error"].iloc[0] or "").strip().splitlines()
+        text += f", {len(failed)} failed: {reason[0][:120] if reason else '?'}"
+    return text
+
+
+def build_table(spec: TableSpec, runs: pd.DataFrame, costs: pd.DataFrame | None = None,
+                preset: str = "tiny") -> pd.DataFrame:
+    """The comparison table (one row per spec row, in the spec's order); see the module doc."""
+    csv = read_paper_csv(spec.paper_csv)
+    paper_cols = list(dict.fromkeys(spec.metrics + spec.paper_cost_columns
+                                    + [m for m in spec.cost_metrics if m in csv.columns]))
+    paper = paper_numbers(csv, paper_cols)
+    done = runs[runs["status"] == "done"] if len(runs) else runs
+    costs = costs if costs is not None and len(costs) else pd.DataFrame({"label": []})
+    out = []
+    for row in spec.rows:
+        entry: dict[str, Any] = {"row": row.label, "implemented": row.implemented,
+                                 "paper_row": row.paper_row}
+        group = runs[runs["label"] == row.label] if len(runs) else None
+        ours = done[done["label"] == row.label] if len(done) else done
+        if not row.implemented:
+            entry["status"] = NOT_IMPLEMENTED
+        elif spec.metrics:
+            entry["status"] = _status(group, len(group) if group is not None else 0)
+        else:
+            entry["status"] = "cost only"
+        entry["n_seeds"] = len(ours) if row.implemented else 0
+        for m in spec.metrics:
+            p = paper.at[row.paper_row, m]
+            entry[f"paper_{m}"] = p
+            key = _our_key(m)
+            vals = pd.to_numeric(ours[key], errors="coerce").dropna() if key in getattr(ours, "columns", []) else pd.Series(dtype=float)
+            mean = float(vals.mean()) if len(vals) else np.nan
+            std = float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else np.nan)
+            entry[f"ours_{m}_mean"], entry[f"ours_{m}_std"] = mean, std
+            entry[f"ours_{m}"] = _fmt(mean, std, len(vals))
+            entry[f"delta_{m}"] = mean - p if pd.notna(p) and pd.notna(mean) else np.nan
+        for c in spec.paper_cost_columns:
+            entry[f"paper_{c}"] = paper.at[row.paper_row, c]
+        crow = costs[costs["label"] == row.label] if "label" in costs else costs.iloc[0:0]
+        for m in spec.cost_metrics:
+            v = crow[m].iloc[0] if m in crow.columns and len(crow) else np.nan
+            entry[f"ours_{m}"] = v
+            if m in paper.columns and m not in spec.metrics:
+                entry.setdefault(f"paper_{m}", paper.at[row.paper_row, m])
+                p = entry[f"paper_{m}"]
+                if m in ("gflops", "params_m") or m.endswith("_pct"):  # not times: other hardware
+                    entry[f"delta_{m}"] = v - p if pd.notna(p) and pd.notna(v) else np.nan
+        for m in ("latency_ms", "fps"):  # measured on request (--latency): CPU or GPU, labelled
+            if m not in spec.cost_metrics and m in crow.columns and len(crow):
+                entry[f"ours_{m}"] = crow[m].iloc[0]
+        for kind in ("latency_kind", "breakdown_kind"):
+            if kind in crow.columns and len(crow):
+                entry[kind] = crow[kind].iloc[0]
+        entry["note"] = _row_note(row, preset)
+        out.append(entry)
+    table = pd.DataFrame(out)
+    _add_vs_baseline(spec, table)
+    table.attrs.update(spec=spec.id, preset=preset, scale=SCALE_NOTE.get(preset, preset))
+    return table
+
+
+def _row_note(row, preset: str) -> str:
+    notes = [row.note] if row.note else []
+    if row.implemented and row.paper_scale_overrides and preset != "coco":
+        notes.append(f"at {preset}, accuracy comes from the {preset} model; "
+                     f"{', '.join(row.paper_scale_overrides)} apply at paper scale only")
+    if row.eval_of:
+        notes.append(f"evaluation-only: the model trained for {row.eval_of!r}")
+    return "; ".join(notes)
+
+
+def _add_vs_baseline(spec: TableSpec, table: pd.DataFrame) -> None:
+    if spec.baseline is None:
+        return
+    base = table[table["row"] == spec.baseline].iloc[0]
+    for m in spec.metrics + [c for c in spec.cost_metrics if c == "gflops"]:
+        for who in ("paper", "ours"):
+            col = f"{who}_{m}_mean" if who == "ours" and m in spec.metrics else f"{who}_{m}"
+            if col in table:
+                table[f"{who}_{m}_vs_base"] = pd.to_numeric(table[col], errors="coerce") - pd.to_numeric(
+                    pd.Series([base[col]]), errors="coerce").iloc[0]
+
+
+# ----------------------------------------------------------------------------- claims
+
+
+def _value(table: pd.DataFrame, label: str, column: str) -> float:
+    row = table[table["row"] == label]
+    if row.empty or column not in row:
+        return np.nan
+    v = pd.to_numeric(row[column], errors="coerce").iloc[0]
+    return float(v) if pd.notna(v) else np.nan
+
+
+def verdict(op: str, diff: float, noise: float) -> str:
+    if diff is None or math.isnan(diff):
+        return NO_DATA
+    if op == "~":
+        return REPRODUCED if abs(diff) <= noise else NOT_REPRODUCED
+    d = diff if op == ">" else -diff
+    if d > noise:
+        return REPRODUCED
+    if d < -noise:
+        return NOT_REPRODUCED
+    return WITHIN_NOISE
+
+
+def judge_claims(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny") -> pd.DataFrame:
+    """Each claim of the spec on the paper's numbers and ours, with a verdict."""
+    out = []
+    implemented = {r.label for r in spec.implemented_rows}
+    for c in spec.claims:
+        accuracy = c.metric in spec.metrics
+        ours_col = f"ours_{c.metric}_mean" if accuracy else f"ours_{c.metric}"
+        pa, pb = _value(table, c.a, f"paper_{c.metric}"), _value(table, c.b, f"paper_{c.metric}")
+        oa, ob = _value(table, c.a, ours_col), _value(table, c.b, ours_col)
+        if accuracy:
+            na = _value(table, c.a, "n_seeds")
+            nb = _value(table, c.b, "n_seeds")
+            if min(na, nb) >= 2:
+                sa, sb = _value(table, c.a, f"ours_{c.metric}_std"), _value(table, c.b, f"ours_{c.metric}_std")
+                noise, basis = math.sqrt(sa**2 + sb**2), "seed std"
+            else:
+                noise, basis = spec.tolerance, "fixed tolerance (1 seed)"
+        else:
+            noise, basis = spec.cost_tolerance * max(abs(oa), abs(ob)) if not math.isnan(oa + ob) else 0.0, "cost tolerance"
+        if c.tolerance is not None and c.tolerance > noise:
+            noise, basis = c.tolerance, "claim tolerance"
+        scale = "paper scale (cost)" if not accuracy else preset
+        v = NOT_IMPLEMENTED if not {c.a, c.b} <= implemented else verdict(c.op, oa - ob, noise)
+        out.append({"claim": c.text or f"{c.a} {c.op} {c.b}", "metric": c.metric, "a": c.a,
+                    "op": c.op, "b": c.b, "paper_a": pa, "paper_b": pb, "paper_diff": pa - pb,
+                    "ours_a": oa, "ours_b": ob, "ours_diff": oa - ob, "noise": noise,
+                    "noise_basis": basis, "verdict": v, "scale": scale})
+    claims = pd.DataFrame(out, columns=["claim", "metric", "a", "op", "b", "paper_a", "paper_b",
+                                        "paper_diff", "ours_a", "ours_b", "ours_diff", "noise",
+                                        "noise_basis", "verdict", "scale"])
+    claims.attrs.update(spec=spec.id, preset=preset)
+    return claims
+
+
+# ------------------------------------------------------------------------------ views
+
+
+def display_table(spec: TableSpec, table: pd.DataFrame) -> pd.DataFrame:
+    """The compact view for notebooks: paper | ours (mean ± std) | delta per metric."""
+    cols = ["row", "status"]
+    for m in spec.metrics:
+        cols += [f"paper_{m}", f"ours_{m}", f"delta_{m}"]
+    for c in spec.paper_cost_columns:
+        cols.append(f"paper_{c}")
+    for m in spec.cost_metrics:
+        cols.append(f"ours_{m}")
+        if f"delta_{m}" in table:
+            cols.append(f"delta_{m}")
+    cols += [c for c in ("ours_latency_ms", "ours_fps", "latency_kind", "breakdown_kind", "note")
+             if c in table]
+    view = table[[c for c in dict.fromkeys(cols) if c in table]].copy()
+    return view.round(2)
+
+
+# ------------------------------------------------------------------------------ plots
+
+
+def _paper_x(spec: TableSpec, table: pd.DataFrame, column: str) -> pd.Series:
+    csv = read_paper_csv(spec.paper_csv)
+    return pd.to_numeric(csv.loc[table["paper_row"], column].reset_index(drop=True), errors="coerce")
+
+
+def plot_table(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny"):
+    """One figure per table: metrics against the plot's x column (or per row as bars);
+    paper dashed, ours solid with seed std; accuracy on twin axes (different scales)."""
+    import matplotlib.pyplot as plt
+
+    cfg = dict(spec.plot)
+    if cfg.get("kind") == "speed_accuracy":
+        return plot_speed_accuracy(spec, table, preset)
+    metrics = cfg.get("metrics") or ([spec.metrics[0]] if spec.metrics else []) + (
+        ["gflops"] if "gflops" in spec.cost_metrics else [])
+    metrics = [m for m in metrics if f"paper_{m}" in table or f"ours_{m}" in table or f"ours_{m}_mean" in table]
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.6), squeeze=False)
+    x_col = cfg.get("x")
+    t = table[table["implemented"]].reset_index(drop=True) if cfg.get("kind") != "bar" else table
+    for ax, m in zip(axes[0], metrics):
+        accuracy = m in spec.metrics
+        ours = t[f"ours_{m}_mean"] if accuracy else t.get(f"ours_{m}", pd.Series(np.nan, index=t.index))
+        err = t[f"ours_{m}_std"] if accuracy else None
+        paper = t.get(f"paper_{m}", pd.Series(np.nan, index=t.index))
+        ax2 = ax.twinx() if accuracy else ax
+        if x_col and cfg.get("kind") != "bar":
+            x = _paper_x(spec, t, x_col)
+            groups = _paper_group(spec, t, cfg.get("group"))
+            for i, g in enumerate(dict.fromkeys(groups)):
+                sel = (groups == g).to_numpy()
+                order = np.argsort(x[sel].to_numpy())
+                name = f" {g}" if g else ""
+                c_paper, c_ours = (f"C{i}", f"C{i}") if g else ("C0", "C1")
+                ax.plot(x[sel].to_numpy()[order], paper[sel].to_numpy()[order], "o--", alpha=0.6,
+                        color=c_paper, label=f"paper{name}")
+                ax2.errorbar(x[sel].to_numpy()[order], ours[sel].to_numpy()[order],
+                             yerr=None if err is None else err[sel].fillna(0).to_numpy()[order],
+                             fmt="s-", capsize=3, color=c_ours, label=f"ours{name}")
+            ax.set_xlabel(x_col)
+        else:
+            pos = np.arange(len(t))
+            ax.bar(pos - 0.2, paper, 0.4, label="paper", alpha=0.7)
+            ax2.bar(pos + 0.2, ours, 0.4, yerr=None if err is None else err.fillna(0), color="C1",
+                    label="ours", capsize=3)
+            ax.set_xticks(pos, t["row"], rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel(f"paper {m}")
+        if accuracy:
+            ax2.set_ylabel(f"ours {m} ({preset})", color="C1")
+        title = f"{m} ({'paper scale' if not accuracy else preset})"
+        ax.set_title(title, fontsize=9)
+        handles = ax.get_legend_handles_labels()
+        if ax2 is not ax:
+            h2 = ax2.get_legend_handles_labels()
+            handles = (handles[0] + h2[0], handles[1] + h2[1])
+        ax.legend(*handles, fontsize=7)
+    fig.suptitle(f"{spec.paper} {spec.title}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _paper_group(spec: TableSpec, table: pd.DataFrame, column: str | None) -> pd.Series:
+    if not column:
+        return pd.Series([""] * len(table))
+    csv = read_paper_csv(spec.paper_csv)
+    return csv.loc[table["paper_row"], column].reset_index(drop=True)
+
+
+def plot_speed_accuracy(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny"):
+    """Speed-accuracy (each paper's Figure 1) from our paper-scale cost columns: the paper's
+    AP and ours against our GFLOPs; methods outside rtinst have no measured cost."""
+    import matplotlib.pyplot as plt
+
+    cfg = dict(spec.plot)
+    x, y = cfg.get("x", "gflops"), cfg.get("y", spec.metrics[0] if spec.metrics else "ap")
+    t = table[table["implemented"]]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, (who, col) in zip(axes, [("paper", f"paper_{y}"), (f"ours ({preset})", f"ours_{y}_mean")]):
+        if f"ours_{x}" not in t or col not in t:
+            continue
+        ax.scatter(t[f"ours_{x}"], t[col])
+        for _, r in t.iterrows():
+            if pd.notna(r[f"ours_{x}"]) and pd.notna(r[col]):
+                ax.annotate(r["row"], (r[f"ours_{x}"], r[col]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+        ax.set_xlabel(f"our {x} (paper scale, random weights)")
+        ax.set_ylabel(f"{who} {y}")
+        ax.set_title(f"{who} {y} vs our {x}", fontsize=9)
+    fig.suptitle(f"{spec.paper} {spec.title}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------- save
+
+
+def output_paths_by_name(results_dir: str | Path, preset: str, name: str) -> dict[str, Path]:
+    """Where the table ``paper/table`` of a preset is saved."""
+    results_dir = Path(results_dir)
+    stem = name.replace("/", "_", 1)
+    return {"csv": results_dir / "tables" / preset / f"{stem}.csv",
+            "parquet": results_dir / "tables" / preset / f"{stem}.parquet",
+            "claims": results_dir / "tables" / preset / f"{stem}_claims.csv",
+            "figure": results_dir / "figures" / preset / f"{stem}.png"}
+
+
+def output_paths(spec: TableSpec, results_dir: str | Path, preset: str) -> dict[str, Path]:
+    return output_paths_by_name(results_dir, preset, spec.id)
+
+
+def save_outputs(spec: TableSpec, table: pd.DataFrame, claims: pd.DataFrame, fig,
+                 results_dir: str | Path, preset: str) -> dict[str, Path]:
+    paths = output_paths(spec, results_dir, preset)
+    with atomic_path(paths["csv"]) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(paths["parquet"]) as tmp:
+        _parquet_safe(table).to_parquet(tmp, index=False)
+    with atomic_path(paths["claims"]) as tmp:
+        claims.to_csv(tmp, index=False)
+    if fig is not None:
+        with atomic_path(paths["figure"]) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    return paths
+
+
+def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out.attrs = {}
+    for c in out.columns:
+        if out[c].dtype == object:
+            out[c] = out[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    return out
+
+
+# -------------------------------------------------------------------------- reproduce
+
+
+@dataclass
+class TableResult:
+    spec: TableSpec
+    table: pd.DataFrame
+    claims: pd.DataFrame
+    figure: Any
+    paths: dict[str, Path]
+    sweep: Any = None
+    seconds: float = 0.0
+    runs: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def view(self) -> pd.DataFrame:
+        return display_table(self.spec, self.table)
+
+    def image(self):
+        """The saved plot, for notebooks (no second rendering)."""
+        from IPython.display import Image
+
+        return Image(filename=str(self.paths["figure"])) if self.figure is not None else None
+
+
+def reproduce_table(spec: str | Path | TableSpec, preset: str = "tiny", seeds: Any = "0",
+                    executor: str = "local", workers: int = 1, data_root: str | None = None,
+                    force: bool = False, runs_dir: str | Path = "results/runs",
+                    results_dir: str | Path = "results", cost_preset: str | None = "coco",
+                    via_notebook: bool = True, run: bool = True, overrides: list[str] | tuple = (),
+                    latency: bool = False, log=print) -> TableResult:
+    """Sweep one table (cached runs reused), then build, judge, plot and save it."""
+    from rtinst.specs import find_spec
+    from rtinst.sweep import parse_seeds, plan_sweep, run_sweep
+
+    t0 = time.time()
+    if not isinstance(spec, TableSpec):
+        spec = load_spec(find_spec(str(spec)), presets=(preset,) + ((cost_preset,) if cost_preset else ()))
+    results_dir = Path(results_dir)
+    plan = plan_sweep([spec], preset, parse_seeds(seeds), runs_dir, results_dir / "costs",
+                      data_root=data_root, cost_preset=cost_preset, overrides=overrides,
+                      latency=latency)
+    sweep = run_sweep(plan, executor, workers, force=force, via_notebook=via_notebook, log=log) if run else None
+    runs = collect_runs(spec, plan)
+    table = build_table(spec, runs, collect_costs(spec, plan), preset)
+    claims = judge_claims(spec, table, preset)
+    fig = plot_table(spec, table, preset)
+    paths = save_outputs(spec, table, claims, fig, results_dir, preset)
+    if fig is not None:  # rendered once, into the PNG; notebooks show that file
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return TableResult(spec, table, claims, fig, paths, sweep, time.time() - t0, runs)
+
+
+# ---------------------------------------------------------------------------- summary
+
+
+def load_saved(results_dir: str | Path, preset: str) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Every saved table of a preset: ``{"paper/table": (table, claims)}``."""
+    out = {}
+    folder = Path(results_dir) / "tables" / preset
+    for csv in sorted(folder.glob("*.csv")):
+        if csv.stem.endswith("_claims"):
+            continue
+        paper, _, table = csv.stem.partition("_")
+        claims_path = csv.with_name(f"{csv.stem}_claims.csv")
+        claims = pd.read_csv(claims_path) if claims_path.is_file() else pd.DataFrame()
+        out[f"{paper}/{table}"] = (pd.read_csv(csv), claims)
+    return out
+
+
+def claims_page(saved: dict[str, tuple[pd.DataFrame, pd.DataFrame]], preset: str) -> pd.DataFrame:
+    """One line per paper claim: the table, the claim, the paper's and our difference and the
+    verdict at this preset (costs: at paper scale)."""
+    frames = []
+    for name, (_, claims) in saved.items():
+        if claims.empty:
+            continue
+        c = claims[["claim", "metric", "paper_diff", "ours_diff", "noise", "verdict", "scale"]].copy()
+        c.insert(0, "table", name)
+        frames.append(c)
+    if not frames:
+        return pd.DataFrame(columns=["table", "claim", "verdict"])
+    return pd.concat(frames, ignore_index=True).round(2)
+
+
+def verdict_counts(page: pd.DataFrame) -> pd.DataFrame:
+    if page.empty:
+        return page
+    page = page.assign(paper=page["table"].str.split("/").str[0])
+    return page.pivot_table(index="paper", columns="verdict", values="claim", aggfunc="count",
+                            fill_value=0)
+
+
+def plot_figure1(saved: dict[str, tuple[pd.DataFrame, pd.DataFrame]], preset: str):
+    """Each paper's Figure 1 (speed-accuracy), regenerated: AP (paper, and ours at the preset)
+    against our GFLOPs measured at paper scale, one panel per paper's Table 1."""
+    import matplotlib.pyplot as plt
+
+    names = [n for n in saved if n.endswith("table1_testdev")]
+    if not names:
+        return None
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        t = saved[name][0]
+        t = t[t["implemented"].astype(str).str.lower() == "true"] if "implemented" in t else t
+        if "ours_gflops" not in t:
+            continue
+        ax.scatter(t["ours_gflops"], t["paper_ap"], label="paper AP", marker="o")
+        if "ours_ap_mean" in t and t["ours_ap_mean"].notna().any():
+            ax2 = ax.twinx()
+            ax2.scatter(t["ours_gflops"], t["ours_ap_mean"], color="C1", marker="s",
+                        label=f"ours AP ({preset})")
+            ax2.set_ylabel(f"ours AP ({preset})", color="C1")
+        for _, r in t.iterrows():
+            if pd.notna(r["ours_gflops"]) and pd.notna(r["paper_ap"]):
+                ax.annotate(r["row"], (r["ours_gflops"], r["paper_ap"]), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("our GFLOPs (paper scale)")
+        ax.set_ylabel("paper AP")
+        ax.set_title(f"{name.split('/')[0]}: Figure 1 from our cost columns", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,204 @@
+"""Sweeps with a toy detector: cache reuse, --force, failures, kill -9 resume, executors."""
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import _sweep_toy as toy
+from rtinst.experiments import RunRecord, read_record, write_record
+from rtinst.specs import load_spec
+from rtinst.sweep import (
+    Executor, estimate, execute_run, pending_costs, pending_runs, plan_sweep, run_sweep,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def toy_detector(monkeypatch):
+    monkeypatch.setenv("RTINST_BUILD_MODEL", toy.HOOK)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("toydata")  # generated once, shared by every test here
+
+
+def make_plan(tmp_path, data_root, seeds=(0,), cost_preset=None, latency=False, **fixture):
+    spec = load_spec(toy.write_fixture(tmp_path / "fx", data_root=data_root, **fixture), ("smoke", "coco"))
+    return spec, plan_sweep([spec], "smoke", seeds, tmp_path / "runs", tmp_path / "costs",
+                            cost_preset=cost_preset, latency=latency)
+
+
+def snapshot(plan):
+    return {h: (Path(j.run_dir) / "record.json").read_text() for h, j in plan.runs.items()}
+
+
+def no_tmp_files(root):
+    return [p for p in Path(root).rglob("*.tmp")]
+
+
+def test_cache_reuse_and_force_through_notebooks(tmp_path, data_root):
+    spec, plan = make_plan(tmp_path, data_root)
+    assert len(plan.runs) == 3  # 4 rows, one not implemented
+    first = run_sweep(plan, executor="inline", via_notebook=True, log=None)
+    assert len(first.ran) == 3 and not first.failed
+    for job in plan.runs.values():
+        nb = json.loads((Path(job.run_dir) / "run.ipynb").read_text())
+        outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+        assert any("image/png" in o.get("data", {}) for o in outputs)  # loss curve / predictions
+        assert read_record(job.run_dir).status == "done"
+    before = snapshot(plan)
+    again = run_sweep(plan, executor="inline", via_notebook=True, log=None)
+    assert again.ran == [] and again.cached == 3 and snapshot(plan) == before
+    forced = run_sweep(plan, executor="inline", via_notebook=False, force=True, log=None)
+    assert len(forced.ran) == 3
+    assert all(json.loads(snapshot(plan)[h])["started_at"] > json.loads(before[h])["started_at"]
+               for h in plan.runs)
+    assert not no_tmp_files(tmp_path)
+
+
+def test_failed_run_is_recorded_and_the_sweep_continues(tmp_path, data_root):
+    spec, plan = make_plan(tmp_path, data_root, nan_row=True)
+    result = run_sweep(plan, executor="inline", via_notebook=False, log=None)
+    assert len(result.ran) == 2 and len(result.failed) == 1
+    (bad,) = result.failed
+    rec = read_record(plan.runs[bad].run_dir)
+    assert rec.status == "failed" and "loss_sem" in rec.error and "step 0" in rec.error
+    again = run_sweep(plan, executor="inline", via_notebook=False, log=None)
+    assert again.ran == [] and not again.failed and list(again.failed_before) == [bad]
+    assert "failed before" in again.summary()
+    retried = run_sweep(plan, executor="inline", via_notebook=False, retry_failed=True, log=None)
+    assert list(retried.failed) == [bad] and retried.cached == 2
+
+
+KILL_SCRIPT = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from rtinst.specs import load_spec
+from rtinst.sweep import plan_sweep, run_sweep
+if __name__ == "__main__":  # the local pool spawns workers that import this file
+    spec = load_spec({spec!r}, ("smoke",))
+    plan = plan_sweep([spec], "smoke", [0, 1], {runs!r}, {costs!r}, cost_preset=None)
+    run_sweep(plan, executor="local", workers=1, via_notebook=False, log=None)
+"""
+
+
+def _locked(run_dir):
+    lock = Path(run_dir) / ".lock"
+    if not lock.exists():
+        return False
+    with open(lock) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+def test_kill9_mid_sweep_resumes_without_loss(tmp_path, data_root):
+    spec_path = toy.write_fixture(tmp_path / "fx", iters=6, data_root=data_root)
+    spec = load_spec(spec_path, ("smoke",))
+    plan = plan_sweep([spec], "smoke", [0, 1], tmp_path / "runs", tmp_path / "costs", cost_preset=None)
+    script = tmp_path / "sweep.py"
+    script.write_text(KILL_SCRIPT.format(tests=str(REPO / "tests"), spec=str(spec_path),
+                                         runs=str(tmp_path / "runs"), costs=str(tmp_path / "costs")))
+    env = {**os.environ, "RTINST_TOY_SLEEP": "0.25"}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=REPO)
+    jobs = list(plan.runs.values())
+    deadline = time.time() + 90
+    try:  # kill once one run is done and another has a checkpoint mid-training
+        while time.time() < deadline:
+            status = [j.status() for j in jobs]
+            midway = [j for j in jobs if j.status() == "running"
+                      and (Path(j.run_dir) / "checkpoints" / "last.pt").exists()]
+            if "done" in status and midway:
+                break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no run reached the kill point")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done_before = {j.config_hash: (Path(j.run_dir) / "record.json").read_text()
+                   for j in jobs if j.status() == "done"}
+    killed = midway[0]
+    ckpt_iters = len((Path(killed.run_dir) / "train_log.jsonl").read_text().splitlines())
+    assert 1 <= ckpt_iters < 6
+    for _ in range(100):  # the orphaned pool worker notices its parent died and exits
+        if not any(_locked(j.run_dir) for j in jobs):
+            break
+        time.sleep(0.1)
+    result = run_sweep(plan, executor="inline", via_notebook=False, log=None)
+    assert not result.failed and set(result.ran).isdisjoint(done_before)
+    assert len(result.ran) == len(jobs) - len(done_before)
+    for h, text in done_before.items():  # finished runs were not recomputed
+        assert (Path(plan.runs[h].run_dir) / "record.json").read_text() == text
+    assert all(j.status() == "done" for j in jobs)
+    log = [json.loads(x)["iter"] for x in (Path(killed.run_dir) / "train_log.jsonl").read_text().splitlines()]
+    assert log == list(range(6))  # resumed from the checkpoint: no step lost or repeated
+    assert not no_tmp_files(tmp_path)
+
+
+def test_submitit_local_executor_runs_one_run(tmp_path, data_root):
+    spec, plan = make_plan(tmp_path, data_root)
+    only = next(iter(plan.runs))
+    plan.runs = {only: plan.runs[only]}
+    result = run_sweep(plan, executor="submitit", via_notebook=False, log=None,
+                       submitit_folder=tmp_path / "submitit",
+                       submitit_params={"cluster": "local", "timeout_min": 5})
+    assert result.ran == [only], result.summary()
+    assert read_record(plan.runs[only].run_dir).status == "done"
+    assert any((tmp_path / "submitit").iterdir())  # submitit's own logs
+
+
+def test_costs_are_measured_once_and_cached(tmp_path, data_root):
+    spec, plan = make_plan(tmp_path, data_root, cost_preset="coco", latency=True)
+    assert len(plan.costs) == 3 and all(c.input_size == (64, 64) for c in plan.costs.values())
+    plan.runs = {}
+    result = run_sweep(plan, executor="inline", log=None)
+    assert result.costs_measured == 3 and not result.costs_failed
+    data = json.loads(Path(next(iter(plan.costs.values())).path).read_text())
+    assert {"gflops", "params_m", "input_size", "provenance", "latency_ms"} <= set(data)
+    assert data["latency_kind"] in ("CPU latency", "GPU latency")
+    assert pending_costs(plan) == [] and run_sweep(plan, executor="inline", log=None).costs_measured == 0
+
+
+def test_execute_run_without_notebook_and_lock(tmp_path, data_root):
+    spec, plan = make_plan(tmp_path, data_root)
+    job = next(iter(plan.runs.values()))
+    from dataclasses import asdict
+
+    out = execute_run(asdict(job), via_notebook=False)
+    assert out["status"] == "done" and not (Path(job.run_dir) / "run.ipynb").exists()
+    assert execute_run(asdict(job), via_notebook=False)["status"] == "cached"
+
+
+def test_estimate_from_existing_records(tmp_path, data_root):
+    spec, plan = make_plan(tmp_path, data_root)
+    todo = pending_runs(plan)
+    assert "20 s/run (default)" in str(estimate(plan, todo, []))
+    from rtinst.config import load_config
+
+    for i, secs in enumerate([40.0, 44.0]):  # two finished runs of the same model and preset
+        rec = RunRecord.start(load_config(overrides=["preset=smoke", f"seed={10 + i}"])).finish({})
+        rec.wall_time_s = secs
+        write_record(rec, tmp_path / "runs" / f"sparseinst-smoke-old{i}")
+    est = estimate(plan, todo, [], workers=3)
+    assert est.runs == 3 and est.seconds == pytest.approx(42.0) and "from 2 record(s)" in str(est)
+
+
+def test_unknown_executor_is_a_user_error():
+    from rtinst.errors import UserError
+
+    with pytest.raises(UserError, match="unknown executor 'slurmx'"):
+        Executor("slurmx")
