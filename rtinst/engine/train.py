@@ -66,7 +66,10 @@ def _sha256(path: str | Path) -> str | None:
 def backbone_init(model: torch.nn.Module) -> dict[str, Any]:
     """Where the backbone's initial weights came from, with the file's hash."""
     source = getattr(getattr(model, "backbone", None), "init_source", None)
-    return {"backbone_init": source, "backbone_init_sha256": _sha256(source) if source else None}
+    sha = _sha256(source) if source else None
+    if sha and Path(source).resolve().is_relative_to(Path.cwd()):
+        source = str(Path(source).resolve().relative_to(Path.cwd()))  # machine-independent
+    return {"backbone_init": source, "backbone_init_sha256": sha}
 
 
 def evaluate_run(model: torch.nn.Module, cfg: RunConfig, val_set, run_dir: Path,
