@@ -1,6 +1,6 @@
 """End to end: `run_training` on generated synthetic data with a toy detector.
 
-The toy detector follows the model contract (losses in training, per-image predictions in
+The toy detector (tests/_sweep_toy.py) follows the model contract (losses in training, per-image predictions in
 eval), so this exercises data building, the loop, inference at original size, COCO
 evaluation, TIDE and the run record without depending on a real model.
 """
@@ -17,29 +17,7 @@ from rtinst.engine.inference import postprocess_masks
 from rtinst.errors import UserError
 from rtinst.experiments import read_record
 
-
-class BlobDetector(nn.Module):
-    """Predicts, per class, one mask = its learned per-pixel class map (stride 8)."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.backbone = nn.Conv2d(3, 8, 3, stride=8, padding=1)
-        self.head = nn.Conv2d(8, cfg.num_classes, 1)
-        self.backbone.init_source = "scratch"
-
-    def forward(self, images, targets=None):
-        logits = self.head(torch.relu(self.backbone(images)))
-        if self.training:
-            sem = torch.zeros_like(logits)
-            for i, t in enumerate(targets):
-                m = nn.functional.interpolate(t["masks"][None].float(), size=logits.shape[-2:])[0]
-                for mask, label in zip(m, t["labels"]):
-                    sem[i, label] = torch.maximum(sem[i, label], mask)
-            return {"loss_sem": nn.functional.binary_cross_entropy_with_logits(logits, sem)}
-        probs = logits.sigmoid()
-        k = probs.shape[1]
-        return [{"scores": p.flatten(1).max(1).values, "labels": torch.arange(k), "mask_probs": p,
-                 "mask_threshold": 0.5} for p in probs]
+from _sweep_toy import BlobDetector  # a toy detector following the model contract
 
 
 @pytest.fixture()
