@@ -9,7 +9,6 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
 from rtinst.config import load_config
 from rtinst.engine import train as train_mod
