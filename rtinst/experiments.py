@@ -62,6 +62,11 @@ class RunRecord:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+def run_dir_for(cfg: Any, runs_dir: str | Path) -> Path:
+    """``<runs_dir>/<model>-<preset>-<hash>``: where ``rtinst train`` and sweeps put a run."""
+    return Path(runs_dir) / f"{cfg.model.name}-{cfg.preset}-{config_hash(cfg)}"
+
+
 def write_record(record: RunRecord, run_dir: str | Path) -> Path:
     """Write ``run_dir/record.json`` atomically (temp + rename) and return its path."""
     path = Path(run_dir) / RECORD_NAME

@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable
 
 from rtinst.config import RunConfig, config_hash
 from rtinst.errors import UserError
-from rtinst.experiments import RECORD_NAME, RunRecord, read_record, write_record
+from rtinst.experiments import RECORD_NAME, RunRecord, read_record, run_dir_for, write_record
 from rtinst.io import atomic_write_json
 from rtinst.specs import (
     REPO_ROOT, TableSpec, cost_size, row_base, row_config, row_overrides, trained_row,
@@ -135,11 +135,6 @@ class Plan:
     def cost_for(self, spec_id: str, label: str) -> CostJob | None:
         key = next((r.cost for r in self.rows if r.spec == spec_id and r.label == label and r.cost), None)
         return self.costs.get(key) if key else None
-
-
-def run_dir_for(cfg: RunConfig, runs_dir: str | Path) -> Path:
-    """``<runs_dir>/<model>-<preset>-<hash>``: the folder ``rtinst train`` uses too."""
-    return Path(runs_dir) / f"{cfg.model.name}-{cfg.preset}-{config_hash(cfg)}"
 
 
 def cost_key(cfg: RunConfig, size: tuple[int, int]) -> str:

@@ -8,10 +8,7 @@ from pathlib import Path
 
 from rtinst.cli.config import add_override_argument
 from rtinst.config import config_hash, load_config
-
-
-def default_run_dir(cfg) -> Path:
-    return Path(cfg.output_dir) / f"{cfg.model.name}-{cfg.preset}-{config_hash(cfg)}"
+from rtinst.experiments import run_dir_for
 
 
 def train(args: argparse.Namespace) -> int:
@@ -20,7 +17,7 @@ def train(args: argparse.Namespace) -> int:
     from rtinst.engine.train import run_training
 
     cfg = load_config(args.config, args.override)
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
+    run_dir = Path(args.run_dir) if args.run_dir else run_dir_for(cfg, cfg.output_dir)
     print(f"run {config_hash(cfg)} -> {run_dir}", file=sys.stderr)
     try:
         record = run_training(cfg, run_dir, progress=not args.quiet)

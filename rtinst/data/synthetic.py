@@ -173,8 +173,6 @@ def _decode_polygons(polys: list[list[float]], h: int, w: int) -> np.ndarray:
     return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
 
 
-
-
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1), end-exclusive, of a non-empty mask."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))

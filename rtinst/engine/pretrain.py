@@ -34,6 +34,7 @@ from rtinst.data.transforms import Compose, Normalize, RandomHorizontalFlip, Res
 from rtinst.errors import UserError
 from rtinst.io import atomic_path, atomic_write_json
 from rtinst.models.backbones import TINY_WEIGHTS, TinyBackbone
+from rtinst.models.necks import FPN
 from rtinst.provenance import provenance
 
 IGNORE = -1
@@ -62,16 +63,12 @@ class SemanticHead(nn.Module):
         super().__init__()
         self.backbone = TinyBackbone()
         ch = self.backbone.out_channels
-        self.lateral = nn.ModuleDict({k: nn.Conv2d(c, dim, 1) for k, c in ch.items()})
-        self.out = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.ReLU(inplace=True),
-                                 nn.Conv2d(dim, num_classes + 1, 1))
+        self.fpn = FPN([ch["res3"], ch["res4"], ch["res5"]], dim, output_levels=[0])
+        self.out = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(dim, num_classes + 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.backbone(x)
-        y = self.lateral["res5"](f["res5"])
-        for k in ("res4", "res3"):
-            y = F.interpolate(y, size=f[k].shape[-2:], mode="nearest") + self.lateral[k](f[k])
-        return self.out(y)
+        return self.out(self.fpn([f["res3"], f["res4"], f["res5"]])[0])
 
 
 def semantic_targets(batch, stride: int = 8) -> torch.Tensor:

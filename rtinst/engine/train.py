@@ -82,7 +82,7 @@ def evaluate_run(model: torch.nn.Module, cfg: RunConfig, val_set, run_dir: Path,
         return {k: 0.0 for k in METRIC_KEYS} | {"num_detections": 0}
     image_ids = val_set.ids[: cfg.eval.max_images]
     gt = _gt_subset(val_set, image_ids, run_dir)
-    metrics = evaluate_segm(gt, results_path, backend=cfg.eval.backend)
+    metrics = evaluate_segm(gt, results, backend=cfg.eval.backend)
     if cfg.eval.tide:
         from rtinst.engine.tide import run_tide
 
