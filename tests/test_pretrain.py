@@ -3,21 +3,30 @@
 import hashlib
 import json
 
+import pytest
 import torch
 
 from rtinst.config import BackboneConfig
-from rtinst.data.transforms import collate
-from rtinst.engine.pretrain import IGNORE, PretrainConfig, pretrain, semantic_targets
+from rtinst.data.coco import CocoInstanceDataset
+from rtinst.engine.pretrain import CropSource, PretrainConfig, pretrain
+from rtinst.errors import UserError
 from rtinst.models.backbones import build_backbone
 
 
-def test_pretrain_writes_loadable_weights_and_card(tmp_path):
-    cfg = PretrainConfig(data_root=str(tmp_path / "pre"), num_images=8, holdout_images=2,
-                         size=96, short_edge=(64, 72), batch_size=2, minutes=5, max_iters=3)
-    out = tmp_path / "tiny.pt"
-    card = pretrain(cfg, out, progress=False)
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pretrain")
+    cfg = PretrainConfig(data_root=str(tmp / "pre"), num_images=8, holdout_images=2, size=96,
+                         crop_size=32, batch_size=4, iters=3, warmup_iters=1, eval_period=2)
+    out = tmp / "tiny.pt"
+    return cfg, out, pretrain(cfg, out, progress=False)
+
+
+def test_pretrain_writes_loadable_weights_and_card(pretrained):
+    cfg, out, card = pretrained
     assert card["iterations"] == 3 and card["train_images"] == 6 and card["held_out_images"] == 2
-    assert 0.0 <= card["pixel_accuracy"] <= 1.0
+    assert [h["iter"] for h in card["history"]] == [2, 3]
+    assert 0.0 <= card["held_out_accuracy"] <= 1.0 and card["held_out_objects"] > 0
     assert card["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert json.loads(out.with_suffix(".json").read_text())["config"]["seed"] == 1000
     net = build_backbone(BackboneConfig(name="tiny", pretrained=str(out)))
@@ -26,14 +35,29 @@ def test_pretrain_writes_loadable_weights_and_card(tmp_path):
     torch.testing.assert_close(net.res3.conv1.weight, saved["res3.conv1.weight"])
 
 
-def test_semantic_targets_classes_background_and_padding():
-    mask = torch.zeros(1, 16, 16, dtype=torch.bool)
-    mask[0, :8, :8] = True
-    target = {"masks": mask, "labels": torch.tensor([3]), "boxes": torch.zeros(1, 4),
-              "image_id": 1, "orig_size": (16, 16), "size": (16, 16)}
-    batch = collate([(torch.zeros(3, 16, 16), target)], size_divisibility=32)
-    t = semantic_targets(batch, stride=8)
-    assert t.shape == (1, 4, 4)
-    assert t[0, 0, 0] == 4  # class 3 -> 4 (0 is background)
-    assert t[0, 1, 1] == 0  # inside the image, no object
-    assert (t[0, 2:, :] == IGNORE).all() and (t[0, :, 2:] == IGNORE).all()  # padding
+def test_pretrain_refuses_a_split_made_with_other_settings(pretrained):
+    cfg, out, _ = pretrained
+    cfg = PretrainConfig(**{**cfg.__dict__, "seed": 7})
+    with pytest.raises(UserError, match="generation.json: split has 8 images from seed 1000"):
+        pretrain(cfg, out.with_name("other.pt"), progress=False)
+    assert not out.with_name("other.pt").exists()
+
+
+def test_crops_centre_the_object_and_carry_its_label(pretrained):
+    cfg, _, _ = pretrained
+    ds = CocoInstanceDataset(f"{cfg.data_root}/annotations/instances_train.json",
+                             f"{cfg.data_root}/train", training=True)
+    source = CropSource(ds, range(len(ds)), cfg.size)
+    # replace image 0 by a white square on black, object 0 by that square
+    source.images[0] = 0
+    source.images[0, :, 40:60, 30:50] = 255
+    source.objects[0] = torch.tensor([0, 40.0, 50.0, 20.0, 3])
+    x, labels = source.crops(torch.tensor([0]), 32, context=2.0)
+    assert x.shape == (1, 3, 32, 32) and labels.tolist() == [3]
+    white = x[0, 0] > 0  # normalized: white > 0 > black
+    # the 20 px square in a 40 px window fills the central half of the crop
+    assert white[8:24, 8:24].all() and not white[:6].any() and not white[:, 26:].any()
+    # random context / shift / flip: crops differ between draws but keep the label
+    g = torch.Generator().manual_seed(0)
+    a, la = source.crops(torch.tensor([0, 0]), 32, (1.2, 3.0), g)
+    assert la.tolist() == [3, 3] and not torch.equal(a[0], a[1])

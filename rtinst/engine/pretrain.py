@@ -6,11 +6,15 @@ seed (never the train/val images of the runs), and the resulting weights are com
 (``rtinst/weights/tiny_backbone.pt``, a few MB) next to a JSON card with the settings that
 made them, their hash and the held-out accuracy.
 
-The task is *dense* classification (the class of every pixel at stride 8, cross-entropy)
-rather than ImageNet's one label per image: object-centric crop classification was tried
-first and stayed at chance loss (2.30 for 10 classes) after 185 steps / 9 minutes on this
-CPU, while every pixel of a dense target is a training signal. Every tiny run records the file and
-its hash; ``model.backbone.pretrained=none`` trains from scratch instead.
+The task is ImageNet's: one label per object-centred crop. Crops are cut on the fly with
+``torchvision.ops.roi_align`` from the split held in memory, with a random context (the
+window is 1.2-3x the object), a random shift and a flip, so a 14k-object split yields fresh
+samples for tens of thousands of steps; 64 px crops in batches of 64 keep a step at ~0.1 s
+on 2 CPU cores. Dense per-pixel classification at stride 8 (batch 8 of full images) was the
+first choice and learned slowly: 30 min gave 25% accuracy on object pixels, and a YOLACT
+fine-tuned from it classified detected objects at chance (19%) while localizing them well.
+Every tiny run records the weights file and its hash; ``model.backbone.pretrained=none``
+trains from scratch instead.
 """
 
 from __future__ import annotations
@@ -25,134 +29,179 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torchvision.ops import roi_align
 from tqdm.auto import tqdm
 
 from rtinst.data.coco import CocoInstanceDataset
 from rtinst.data.synthetic import GENERATION_FILE, generate_synthetic
-from rtinst.data.transforms import Compose, Normalize, RandomHorizontalFlip, ResizeShortEdge, collate
+from rtinst.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rtinst.errors import UserError
 from rtinst.io import atomic_path, atomic_write_json
 from rtinst.models.backbones import TINY_WEIGHTS, TinyBackbone
-from rtinst.models.necks import FPN
 from rtinst.provenance import provenance
 
-IGNORE = -1
+MIN_OBJECT_SIDE = 8  # px; smaller objects carry too little shape to label a crop
 
 
 @dataclass
 class PretrainConfig:
     data_root: str = "data/pretrain"
-    num_images: int = 2000
+    num_images: int = 6000
     seed: int = 1000  # the runs' synthetic data uses seed 0: a disjoint set of images
     size: int = 320
-    short_edge: tuple[int, int] = (192, 288)  # scale jitter of the short edge; long edge <= size
-    batch_size: int = 8
+    crop_size: int = 64
+    context: tuple[float, float] = (1.2, 3.0)  # crop side / object side, sampled uniformly
+    batch_size: int = 64
     lr: float = 2e-3
-    weight_decay: float = 1e-4
-    minutes: float = 20.0
-    max_iters: int = 100_000
-    holdout_images: int = 100
+    weight_decay: float = 0.05
+    iters: int = 15_000  # the cosine schedule spans these, so the result does not depend on speed
+    warmup_iters: int = 200
+    holdout_images: int = 200
+    eval_period: int = 1000
     threads: int | None = None
 
 
-class SemanticHead(nn.Module):
-    """Tiny backbone + a light FPN head predicting K+1 classes per pixel at stride 8."""
+class CropClassifier(nn.Module):
+    """Tiny backbone + global average pooling of C5 + a linear classifier."""
 
-    def __init__(self, num_classes: int, dim: int = 64):
+    def __init__(self, num_classes: int):
         super().__init__()
         self.backbone = TinyBackbone()
-        ch = self.backbone.out_channels
-        self.fpn = FPN([ch["res3"], ch["res4"], ch["res5"]], dim, output_levels=[0])
-        self.out = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(dim, num_classes + 1, 1))
+        self.fc = nn.Linear(self.backbone.out_channels["res5"], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.backbone(x)
-        return self.out(self.fpn([f["res3"], f["res4"], f["res5"]])[0])
+        return self.fc(self.backbone(x)["res5"].mean((2, 3)))
 
 
-def semantic_targets(batch, stride: int = 8) -> torch.Tensor:
-    """Per-pixel class (0 = background, k + 1 = class k) at ``stride``; padding is ignored."""
-    b, _, hp, wp = batch.images.shape
-    target = torch.full((b, hp, wp), IGNORE, dtype=torch.long)
-    for i, (t, (h, w)) in enumerate(zip(batch.targets, batch.image_sizes)):
-        target[i, :h, :w] = 0
-        for mask, label in zip(t["masks"], t["labels"]):
-            target[i][mask.bool()] = label + 1
-    return target[:, stride // 2::stride, stride // 2::stride]
+class CropSource:
+    """All images of a split in memory (uint8) and one (image index, box, label) per object."""
+
+    def __init__(self, dataset: CocoInstanceDataset, image_indices: range, size: int):
+        n = len(image_indices)
+        self.images = torch.zeros((n, 3, size, size), dtype=torch.uint8)
+        objects = []
+        for slot, i in enumerate(image_indices):
+            image_id = dataset.ids[i]
+            image = dataset.load_image(image_id)
+            h, w = min(image.shape[1], size), min(image.shape[2], size)
+            self.images[slot, :, :h, :w] = image[:, :h, :w].to(torch.uint8)
+            for ann in dataset._instances(image_id):
+                x, y, bw, bh = ann["bbox"]
+                if max(bw, bh) >= MIN_OBJECT_SIDE:
+                    objects.append((slot, x + bw / 2, y + bh / 2, max(bw, bh),
+                                    dataset.cat_id_to_contiguous[ann["category_id"]]))
+        if not objects:
+            raise UserError(f"{dataset.ann_file}: no object of at least {MIN_OBJECT_SIDE} px "
+                            "to pretrain on")
+        self.objects = torch.tensor(objects, dtype=torch.float32)
+        self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def crops(self, rows: torch.Tensor, crop_size: int, context: tuple[float, float] | float,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized (B, 3, crop, crop) crops of objects ``rows`` and their labels.
+
+        ``context`` is a fixed crop/object side ratio (evaluation) or a range sampled per crop
+        together with a shift of up to 15% of the object side and a horizontal flip (training).
+        """
+        obj = self.objects[rows]
+        slots, labels = obj[:, 0].long(), obj[:, 4].long()
+        cx, cy, side = obj[:, 1], obj[:, 2], obj[:, 3]
+        b = len(rows)
+        if isinstance(context, tuple):
+            lo, hi = context
+            side = side * (lo + (hi - lo) * torch.rand(b, generator=generator))
+            shift = (torch.rand(2, b, generator=generator) - 0.5) * 0.3 * obj[:, 3]
+            cx, cy = cx + shift[0], cy + shift[1]
+        else:
+            side = side * context
+        unique, batch_index = torch.unique(slots, return_inverse=True)
+        boxes = torch.stack([batch_index.float(), cx - side / 2, cy - side / 2,
+                             cx + side / 2, cy + side / 2], dim=1)
+        # 2x2 samples per output cell: the adaptive default samples large boxes densely for
+        # no visible gain at 64 px and doubles the cost of a step
+        x = roi_align(self.images[unique].float(), boxes, crop_size, aligned=True, sampling_ratio=2)
+        if isinstance(context, tuple):
+            flip = torch.rand(b, generator=generator) < 0.5
+            x[flip] = x[flip].flip(-1)
+        return (x - self.mean) / self.std, labels
 
 
 @torch.inference_mode()
-def pixel_accuracy(model: nn.Module, loader: DataLoader) -> dict[str, float]:
-    """Held-out pixel accuracy, overall and on object pixels only."""
+def crop_accuracy(model: nn.Module, source: CropSource, crop_size: int, context: float = 1.6) -> float:
+    """Top-1 accuracy on every held-out object, cropped centred with a fixed context."""
     model.eval()
-    hits = total = obj_hits = obj_total = 0
-    for batch in loader:
-        target = semantic_targets(batch)
-        pred = model(batch.images).argmax(1)
-        valid, obj = target != IGNORE, target > 0
-        hits += (pred == target)[valid].sum().item()
-        total += valid.sum().item()
-        obj_hits += (pred == target)[obj].sum().item()
-        obj_total += obj.sum().item()
+    hits = 0
+    for rows in torch.arange(len(source)).split(256):
+        x, labels = source.crops(rows, crop_size, context)
+        hits += (model(x).argmax(1) == labels).sum().item()
     model.train()
-    return {"pixel_accuracy": hits / max(total, 1), "object_pixel_accuracy": obj_hits / max(obj_total, 1)}
+    return hits / len(source)
 
 
 def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool = True) -> dict:
-    """Train the tiny backbone on dense classification; write ``out`` and ``out.json`` (card)."""
+    """Train the tiny backbone on crop classification; write ``out`` and ``out.json`` (card)."""
     if cfg.holdout_images >= cfg.num_images:
         raise UserError(f"--holdout-images ({cfg.holdout_images}) must be < --images ({cfg.num_images})")
+    if not 0 < cfg.context[0] <= cfg.context[1]:
+        raise UserError(f"context {cfg.context}: need 0 < low <= high")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     root = Path(cfg.data_root)
-    if not (root / GENERATION_FILE).is_file():
+    generation = root / GENERATION_FILE
+    if generation.is_file():  # an existing split must be the one the card will describe
+        made = json.loads(generation.read_text())
+        if (made.get("train"), made.get("seed"), made.get("size")) != (cfg.num_images, cfg.seed, cfg.size):
+            raise UserError(f"{generation}: split has {made.get('train')} images from seed "
+                            f"{made.get('seed')} at {made.get('size')} px, not {cfg.num_images} from seed "
+                            f"{cfg.seed} at {cfg.size} px; "
+                            "delete the folder or pass --data-root")
+    else:
         generate_synthetic(root, cfg.num_images, 0, cfg.seed, cfg.size, progress=progress)
-    ann, images = root / "annotations" / "instances_train.json", root / "train"
-    augment = Compose([ResizeShortEdge(cfg.short_edge, cfg.size, sample="range"),
-                       RandomHorizontalFlip(0.5), Normalize()])
-    full = CocoInstanceDataset(ann, images, transforms=augment, training=True)
-    plain = CocoInstanceDataset(ann, images, transforms=Normalize(), training=True)
-    held_out = Subset(plain, range(cfg.holdout_images))
-    train_set = Subset(full, range(cfg.holdout_images, len(full)))
+    dataset = CocoInstanceDataset(root / "annotations" / "instances_train.json", root / "train",
+                                  training=True)
+    n = len(dataset)
+    held_out = CropSource(dataset, range(cfg.holdout_images), cfg.size)
+    train = CropSource(dataset, range(cfg.holdout_images, n), cfg.size)
+
+    generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = SemanticHead(full.num_classes)
+    model = CropClassifier(dataset.num_classes)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=2,
-                        drop_last=True, persistent_workers=True, collate_fn=collate)
-    budget, t0, it, history = cfg.minutes * 60, time.perf_counter(), 0, []
-    bar = tqdm(desc="pretrain", total=cfg.max_iters, disable=not progress, dynamic_ncols=True)
-    done = False
-    while not done:
-        for batch in loader:
-            elapsed = time.perf_counter() - t0
-            # cosine decay over the wall-clock budget, so a shorter budget still anneals
-            lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / budget)))
-            for group in opt.param_groups:
-                group["lr"] = lr
-            loss = F.cross_entropy(model(batch.images), semantic_targets(batch), ignore_index=IGNORE)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            it += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if it % 50 == 0:
-                history.append({"iter": it, "minutes": round(elapsed / 60, 2), "loss": loss.item()})
-            if elapsed >= budget or it >= cfg.max_iters:
-                done = True
-                break
+    t0, history = time.perf_counter(), []
+    bar = tqdm(range(1, cfg.iters + 1), desc="pretrain", disable=not progress, dynamic_ncols=True)
+    for it in bar:
+        warm = min(1.0, it / max(cfg.warmup_iters, 1))
+        lr = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * it / cfg.iters))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        rows = torch.randint(len(train), (cfg.batch_size,), generator=generator)
+        x, labels = train.crops(rows, cfg.crop_size, cfg.context, generator)
+        loss = F.cross_entropy(model(x), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if it % cfg.eval_period == 0 or it == cfg.iters:
+            acc = crop_accuracy(model, held_out, cfg.crop_size)
+            history.append({"iter": it, "minutes": round((time.perf_counter() - t0) / 60, 2),
+                            "loss": round(loss.item(), 4), "held_out_accuracy": round(acc, 4)})
+            bar.write(f"pretrain iter {it}: loss {loss.item():.3f}, held-out crop accuracy {acc:.3f}")
     bar.close()
-    accuracy = pixel_accuracy(model, DataLoader(held_out, batch_size=8, collate_fn=collate))
     out = Path(out)
     with atomic_path(out) as tmp:
         torch.save(model.backbone.state_dict(), tmp)
     card = {
-        "what": "tiny backbone pretrained on dense classification (per-pixel class, stride 8) "
-                "of a separate synthetic split",
-        "config": asdict(cfg), "iterations": it, "minutes": round((time.perf_counter() - t0) / 60, 2),
-        "train_images": len(train_set), "held_out_images": len(held_out), **accuracy,
-        "num_classes": full.num_classes,
+        "what": "tiny backbone pretrained on object-centred crop classification of a separate "
+                "synthetic split (ImageNet stand-in)",
+        "config": asdict(cfg), "iterations": cfg.iters,
+        "minutes": round((time.perf_counter() - t0) / 60, 2),
+        "train_images": n - cfg.holdout_images, "held_out_images": cfg.holdout_images,
+        "train_objects": len(train), "held_out_objects": len(held_out),
+        "held_out_accuracy": history[-1]["held_out_accuracy"], "num_classes": dataset.num_classes,
         "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "history": history,
         "provenance": provenance(),
     }
