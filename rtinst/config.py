@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import types
@@ -241,6 +242,9 @@ class TrainConfig:
     amp: bool = True  # CUDA only; ignored on CPU
     checkpoint_period: int = field(default=1000, metadata=_min(1, hash=False))
     log_period: int = field(default=20, metadata=_min(1, hash=False))
+    # Save the weights after these many minutes of training; each snapshot is evaluated at
+    # the end of the run, giving the AP-vs-minutes curve (curve.json) of a tiny run.
+    snapshot_minutes: list[float] = field(default_factory=list, metadata=NOT_HASHED)
 
 
 @dataclass
@@ -481,14 +485,37 @@ def save_config(cfg: Any, path: str | Path) -> None:
     atomic_write_text(path, to_yaml(cfg))
 
 
+@functools.lru_cache(maxsize=32)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def backbone_init_identity(cfg: BackboneConfig) -> str:
+    """What a backbone starts from: "scratch" or the sha256 prefix of the weights file that
+    ``pretrained`` resolves to on this machine. Part of the config hash, so that replacing
+    the committed tiny weights (or adding ImageNet weights to the cache) gives new runs
+    instead of silently reusing runs trained from other weights."""
+    from rtinst.models.backbones import resolve_pretrained
+
+    path = resolve_pretrained(cfg)
+    if path is None or not path.is_file():
+        return "scratch"
+    st = path.stat()
+    return _file_sha256(str(path), st.st_mtime_ns, st.st_size)
+
+
 def _hashed_view(cfg: Any) -> Any:
-    """Plain data of ``cfg`` without fields marked ``metadata={"hash": False}``."""
+    """Plain data of ``cfg`` without fields marked ``metadata={"hash": False}``; a backbone
+    adds the identity of its initial weights (``backbone_init_identity``)."""
     if dataclasses.is_dataclass(cfg):
-        return {
+        view = {
             f.name: _hashed_view(getattr(cfg, f.name))
             for f in dataclasses.fields(cfg)
             if f.metadata.get("hash", True)
         }
+        if isinstance(cfg, BackboneConfig):
+            view["init"] = backbone_init_identity(cfg)
+        return view
     if isinstance(cfg, (list, tuple)):
         return [_hashed_view(v) for v in cfg]
     return cfg

@@ -143,3 +143,19 @@ def test_cli_config_show(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0  # one line, no traceback
     assert bad.stderr.startswith("error: ") and "did you mean 'model.decoder_layers'" in bad.stderr
+
+
+def test_config_hash_follows_the_backbone_weights_file(tmp_path):
+    from rtinst.config import backbone_init_identity, config_hash, load_config
+
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"weights A")
+    b.write_bytes(b"weights B")
+    cfg = lambda p: load_config(overrides=[f"model.backbone.pretrained={p}"])  # noqa: E731
+    assert backbone_init_identity(cfg("none").model.backbone) == "scratch"
+    assert backbone_init_identity(cfg(tmp_path / "missing.pt").model.backbone) == "scratch"
+    h_a, h_b = config_hash(cfg(a)), config_hash(cfg(b))
+    assert h_a != h_b  # different initial weights: different runs
+    b.write_bytes(b"weights A")  # rewritten weights: new runs, not the cached ones
+    assert config_hash(cfg(b)) != h_b
+    assert backbone_init_identity(cfg(b).model.backbone) == backbone_init_identity(cfg(a).model.backbone)

@@ -198,19 +198,29 @@ def load_weights(backbone: nn.Module, path: str | Path) -> dict[str, list[str]]:
             "unexpected": list(result.unexpected_keys) + shape_mismatch}
 
 
+def resolve_pretrained(cfg: BackboneConfig) -> Path | None:
+    """The weights file ``cfg.pretrained`` means here (None: from scratch). For ``auto`` the
+    file may not exist (then the backbone trains from scratch, with a warning)."""
+    if cfg.pretrained == "none":
+        return None
+    if cfg.pretrained != "auto":
+        return Path(cfg.pretrained)
+    if cfg.name == "tiny":
+        return TINY_WEIGHTS
+    return torchvision_cache_file(int(cfg.name.removeprefix("resnet")))
+
+
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
     """Construct the backbone of ``cfg`` and load its initialization (see module docstring)."""
     if cfg.name == "tiny":
         backbone: nn.Module = TinyBackbone(frozen_bn=cfg.frozen_bn)
-        default_file = TINY_WEIGHTS
     else:
         depth = int(cfg.name.removeprefix("resnet"))
         backbone = ResNetBackbone(depth, cfg.resnet_d, tuple(cfg.dcn_stages), cfg.frozen_bn)
-        default_file = torchvision_cache_file(depth)
     backbone.init_source = "scratch"  # recorded in run records
-    if cfg.pretrained == "none":
+    path = resolve_pretrained(cfg)
+    if path is None:
         return backbone
-    path = default_file if cfg.pretrained == "auto" else Path(cfg.pretrained)
     if cfg.pretrained == "auto" and not path.is_file():
         warnings.warn(f"model.backbone.pretrained=auto: no weights at {path}; training "
                       f"{cfg.name} from scratch (set a path, or 'none' to silence this)",
