@@ -94,3 +94,20 @@ def test_synthetic_data_made_with_other_settings_is_refused(smoke_cfg, tmp_path)
     smoke_cfg.data.synthetic_size = 128
     with pytest.raises(UserError, match=r"generated with size 96 \(config: 128\)"):
         build_dataset(smoke_cfg.data, "val", progress=False)
+
+
+def test_snapshots_give_an_ap_vs_minutes_curve(smoke_cfg, tmp_path):
+    smoke_cfg.train.snapshot_minutes = [0.0, 1000.0]  # right after step 1; never
+    run_dir = tmp_path / "run"
+    record = train_mod.run_training(smoke_cfg, run_dir, progress=False)
+    curve = json.loads((run_dir / "curve.json").read_text())
+    assert record.artifacts["curve"] == "curve.json"
+    assert [p["iteration"] for p in curve["points"]] == [1, 6]
+    assert curve["points"][-1]["ap"] == record.metrics["ap"]
+    assert curve["points"][0]["minutes"] <= curve["points"][-1]["minutes"]
+    snap = torch.load(run_dir / "checkpoints" / "snapshot_0min.pt", weights_only=True)
+    assert snap["iteration"] == 1 and "optimizer" not in snap
+    assert not (run_dir / "snapshot_results.json").exists()
+    # the final model's results are the ones left in the run folder
+    results = json.loads((run_dir / "coco_segm_results.json").read_text())
+    assert len(results) == record.metrics["num_detections"]

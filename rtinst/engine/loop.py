@@ -110,6 +110,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+def snapshot_name(minutes: float) -> str:
+    return f"snapshot_{minutes:g}min.pt"
+
+
 def train_loop(
     model: nn.Module,
     dataset: Dataset,
@@ -166,6 +170,9 @@ def train_loop(
                             scaler=scaler.state_dict(), rng=rng_state(), iteration=iteration,
                             train_seconds=seconds)
 
+    snapshots = run_dir / "checkpoints"
+    pending = sorted(m for m in cfg.snapshot_minutes if not (snapshots / snapshot_name(m)).is_file())
+
     t0 = time.perf_counter()
     budget = cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
     it = start
@@ -198,6 +205,11 @@ def train_loop(
                 log_file.flush()
                 bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith("loss")})
             bar.update(1)
+            elapsed = elapsed_before + time.perf_counter() - t0
+            while rank == 0 and pending and elapsed >= pending[0] * 60:
+                save_checkpoint(snapshots / snapshot_name(pending.pop(0)),
+                                model=_unwrap(train_model).state_dict(), iteration=it,
+                                train_seconds=elapsed)
             if it % cfg.checkpoint_period == 0:
                 checkpoint(it, elapsed_before + time.perf_counter() - t0)
     finally:

@@ -23,7 +23,8 @@ from rtinst.config import RunConfig, save_config
 from rtinst.data.build import build_dataset, collate_fn
 from rtinst.engine.evaluate import METRIC_KEYS, evaluate_segm, write_results
 from rtinst.engine.inference import predict_coco
-from rtinst.engine.loop import TrainingDiverged, train_loop
+from rtinst.engine.checkpoint import load_checkpoint
+from rtinst.engine.loop import TrainingDiverged, snapshot_name, train_loop
 from rtinst.errors import UserError
 from rtinst.experiments import RunRecord, write_record
 from rtinst.io import atomic_write_json
@@ -73,22 +74,53 @@ def backbone_init(model: torch.nn.Module) -> dict[str, Any]:
 
 
 def evaluate_run(model: torch.nn.Module, cfg: RunConfig, val_set, run_dir: Path,
-                 device: torch.device, progress: bool = True) -> dict[str, Any]:
+                 device: torch.device, progress: bool = True,
+                 results_name: str = "coco_segm_results.json", tide: bool | None = None) -> dict[str, Any]:
     """Predict the val split, write the COCO results JSON, return AP (and TIDE) metrics."""
     results = predict_coco(model, val_set, collate_fn(cfg.data), val_set.contiguous_to_cat_id,
                            device=device, max_images=cfg.eval.max_images, progress=progress)
-    results_path = write_results(run_dir / "coco_segm_results.json", results)
+    results_path = write_results(run_dir / results_name, results)
     if not results:  # an untrained model may detect nothing: AP is 0, not an error
         return {k: 0.0 for k in METRIC_KEYS} | {"num_detections": 0}
     image_ids = val_set.ids[: cfg.eval.max_images]
     gt = _gt_subset(val_set, image_ids, run_dir)
     metrics = evaluate_segm(gt, results, backend=cfg.eval.backend)
-    if cfg.eval.tide:
+    if cfg.eval.tide if tide is None else tide:
         from rtinst.engine.tide import run_tide
 
         tide = run_tide(gt, results_path, out_dir=run_dir, name=f"{cfg.model.name}")
         metrics.update({k: v for k, v in tide.items() if k != "tide_plot"})
     return metrics
+
+
+def evaluate_snapshots(model: torch.nn.Module, cfg: RunConfig, val_set, run_dir: Path,
+                       device: torch.device, final: dict[str, Any], summary: dict[str, Any],
+                       progress: bool = True) -> Path:
+    """AP of every ``train.snapshot_minutes`` snapshot plus the final model -> ``curve.json``.
+
+    The final weights are restored in ``model`` afterwards; snapshot results files are removed
+    (only the final run's ``coco_segm_results.json`` is kept).
+    """
+    final_state = {k: v.clone() for k, v in model.state_dict().items()}
+    points = []
+    for minutes in sorted(cfg.train.snapshot_minutes):
+        path = run_dir / "checkpoints" / snapshot_name(minutes)
+        if not path.is_file():  # the run ended (max_iters) before this many minutes
+            continue
+        state = load_checkpoint(path)
+        model.load_state_dict(state["model"])
+        metrics = evaluate_run(model, cfg, val_set, run_dir, device, progress,
+                               results_name="snapshot_results.json", tide=False)
+        points.append({"minutes": round(state["train_seconds"] / 60, 2), "iteration": state["iteration"],
+                       **{k: metrics[k] for k in ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")}})
+    (run_dir / "snapshot_results.json").unlink(missing_ok=True)
+    model.load_state_dict(final_state)
+    points.append({"minutes": round(summary["train_seconds"] / 60, 2), "iteration": summary["iterations"],
+                   **{k: final[k] for k in ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")}})
+    path = run_dir / "curve.json"
+    atomic_write_json(path, {"what": "mask AP on the val split vs minutes of training",
+                             "step_time_s": summary["step_time_s"], "points": points})
+    return path
 
 
 def _gt_subset(val_set, image_ids: list[int], run_dir: Path) -> Path:
@@ -143,5 +175,8 @@ def run_training(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> 
                    step_time_s=summary["step_time_s"])
     record.artifacts = {"results": "coco_segm_results.json", "train_log": "train_log.jsonl",
                         "checkpoint": "checkpoints/last.pt", "config": "config.yaml"}
+    if cfg.train.snapshot_minutes:
+        evaluate_snapshots(model, cfg, val_set, run_dir, device, metrics, summary, progress)
+        record.artifacts["curve"] = "curve.json"
     write_record(record.finish(metrics), run_dir)
     return record
