@@ -9,6 +9,8 @@
 - ``notebooks/<paper>/<table>.ipynb``: one per spec in ``experiments/``; parameters preset,
   seeds, executor, workers, data_root, force, runs_dir, results_dir, cost_preset,
   via_notebook, run, overrides, latency; everything happens in ``rtinst.tables.reproduce_table``.
+- ``notebooks/analysis/*.ipynb``: figures of trained runs (parameters: run folders, out_dir,
+  images, data_root); the plotting code is ``rtinst.viz`` (also ``rtinst viz ...``).
 - ``notebooks/summary.ipynb``: every saved table of a preset, each paper's Figure 1 from our
   cost columns and the one-page list of claims and verdicts.
 
@@ -127,6 +129,87 @@ def summary_notebook():
     ]
 
 
+_ANALYSIS_SETUP = ("import matplotlib.pyplot as plt\n"
+                   "from IPython.display import Image, display\n"
+                   "from rtinst import viz\n"
+                   "from rtinst.viz import render\n")
+
+
+def analysis_notebooks() -> dict[str, list]:
+    """notebooks/analysis/<name>.ipynb: thin calls into rtinst.viz.render, figures shown inline
+    and written to ``out_dir``."""
+    common = ('out_dir = "results/figures/analysis"\n'
+              "data_root = None  # None: the run's own data.root\n")
+    return {
+        "iam": [
+            new_markdown_cell("# SparseInst instance activation maps\n\nPer detection: the IAM of "
+                              "each group beside its mask (paper Figure 4); per group: the mean "
+                              "activation of each of the N IAMs over the val split (Figure 6)."),
+            _params('run_dir = "results/runs/sparseinst-tiny"\n' + common
+                    + "images = [0, 1]  # val image positions\naverage_images = 100"),
+            new_code_cell(_ANALYSIS_SETUP + "\nwritten = render.render_iam(run_dir, out_dir, images, "
+                          "average_images, data_root=data_root, show=True)\nwritten"),
+        ],
+        "prototypes": [
+            new_markdown_cell("# YOLACT prototypes and coefficients\n\nThe k prototypes for a few "
+                              "images (paper Figure 5), the coefficient vectors of the detections "
+                              "and the assembly prototypes x coefficients -> sigmoid -> crop -> mask "
+                              "of one instance."),
+            _params('run_dir = "results/runs/yolact-tiny"\n' + common + "images = [0, 1, 2]"),
+            new_code_cell(_ANALYSIS_SETUP + "\nwritten = render.render_prototypes(run_dir, out_dir, "
+                          "images, data_root=data_root, show=True)\nwritten"),
+        ],
+        "queries": [
+            new_markdown_cell("# FastInst IA-guided query locations\n\nWhere the instance "
+                              "activation-guided queries are picked for each IA-loss variant "
+                              "(paper Figure 3: dense semantic loss / matching without and with "
+                              "the location cost; give one run per variant), beside the ground "
+                              "truth, and the predicted masks with the location of their query."),
+            _params('run_dirs = ["results/runs/fastinst-tiny"]\n' + common
+                    + "labels = None  # None: the IA-loss variant of each run\n"
+                      "images = [0, 1]\nmin_score = 0.3"),
+            new_code_cell(_ANALYSIS_SETUP + "\nwritten = render.render_queries(run_dirs, out_dir, images, "
+                          "labels, min_score, data_root=data_root, show=True)\nwritten"),
+        ],
+        "tide": [
+            new_markdown_cell("# TIDE error analysis\n\nEach run's TIDE summary plot and our "
+                              "comparison of dAP per error type across runs (SparseInst Figure 7 "
+                              "style: SparseInst vs YOLACT vs FastInst), or across the rows of a "
+                              "sweep: give `runs_root` to take every finished run with TIDE "
+                              "numbers under it."),
+            _params('run_dirs = []  # run folders, in legend order\n'
+                    "labels = None\n"
+                    "runs_root = None  # or: every run with TIDE numbers under this folder\n"
+                    'out_dir = "results/figures/analysis"'),
+            new_code_cell(_ANALYSIS_SETUP + "from pathlib import Path\n\n"
+                          "if runs_root:\n"
+                          "    run_dirs = [p.parent for p in sorted(Path(runs_root).rglob('record.json'))\n"
+                          "                if viz.compare.has_tide(p.parent)]\n"
+                          "written = render.render_tide(run_dirs, out_dir, labels)\n"
+                          "for path in written:\n"
+                          "    if path.suffix == '.png':\n"
+                          "        display(Image(filename=str(path)))\n"
+                          "viz.tide_table(run_dirs, labels).round(2)"),
+        ],
+        "speed_accuracy": [
+            new_markdown_cell("# Speed vs accuracy\n\nOur AP (at the preset's scale) against our "
+                              "paper-scale cost (GFLOPs, or FPS where latency was measured) for "
+                              "every implemented row of every saved table (each paper's Figure 1, "
+                              "from our own runs)."),
+            _params('results_dir = "results"\npreset = "tiny"\nx = "gflops"  # gflops | fps\n'
+                    'out_dir = "results/figures/analysis"'),
+            new_code_cell(_ANALYSIS_SETUP + "from pathlib import Path\nfrom rtinst import tables\n\n"
+                          "points = viz.speed_accuracy_points(tables.load_saved(results_dir, preset), x=x)\n"
+                          "fig = viz.speed_accuracy_figure(points, x=x, y='ap', label='row', group='table',\n"
+                          "                                xlabel=f'our {x} (paper scale)',\n"
+                          "                                ylabel=f'our mask AP ({preset})',\n"
+                          "                                title=f'AP vs {x}, every row of every table ({preset})')\n"
+                          "viz.save_figure(fig, Path(out_dir) / f'speed_accuracy_{preset}_{x}.png')\n"
+                          "points.round(2)"),
+        ],
+    }
+
+
 def _notebook(cells):
     for i, cell in enumerate(cells):
         cell["id"] = f"cell-{i}"  # stable ids: regenerating gives the same file
@@ -144,6 +227,8 @@ def all_notebooks() -> dict[Path, object]:
 
     out = {HERE / "run.ipynb": _notebook(run_notebook()),
            HERE / "summary.ipynb": _notebook(summary_notebook())}
+    for name, cells in analysis_notebooks().items():
+        out[HERE / "analysis" / f"{name}.ipynb"] = _notebook(cells)
     for spec in list_specs(REPO / "experiments"):
         data = yaml.safe_load(spec.read_text())
         title = f"{data['paper']} {data.get('title', spec.stem)}"

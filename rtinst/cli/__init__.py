@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "rtinst.cli.records",
     "rtinst.cli.sweep",
     "rtinst.cli.reproduce",
+    "rtinst.cli.viz",
 ]
 
 DESCRIPTION = """\
@@ -36,6 +37,7 @@ rtinst: an ablation harness for real-time instance segmentation
   rtinst config show CONFIG -o model.decoder_layers=1
   rtinst evaluate --gt GT.json --results RES.json --tide
   rtinst bench flops --model resnet50 --size 640x864
+  rtinst viz iam --run results/runs/RUN --out results/figures/sparseinst
 
 Run `rtinst COMMAND --help` for each command.
 """

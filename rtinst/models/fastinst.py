@@ -306,7 +306,7 @@ class FastInst(nn.Module):
     def _extras(self, outputs: dict, b: int, query: torch.Tensor, input_size) -> dict:
         kept = torch.zeros(self.num_ia, dtype=torch.bool, device=query.device)
         kept[query] = True
-        extra = {"query_kept": kept,
+        extra = {"query_kept": kept, "query_index": query,
                  "layer_predictions": [{"class_logits": s["class_logits"][b],
                                         "mask_logits": s["mask_logits"][b]}
                                        for s in outputs["stages"]]}

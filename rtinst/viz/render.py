@@ -1,0 +1,104 @@
+"""Every figure of one analysis for given runs, written to a folder (CLI and notebooks)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from rtinst.errors import UserError
+from rtinst.experiments import RunRecord
+from rtinst.io import atomic_path
+from rtinst.viz.compare import tide_comparison_figure, tide_table
+from rtinst.viz.draw import save_figure
+from rtinst.viz.iam import iam_average, iam_average_figure, iam_figure
+from rtinst.viz.prototypes import assembly_figure, coefficients_figure, prototypes_figure
+from rtinst.viz.queries import ia_loss_variant, query_locations_figure, query_masks_figure
+from rtinst.viz.run import LoadedRun, load_run, predict
+
+
+def _save(fig, path: Path, written: list[Path], show: bool) -> None:
+    written.append(save_figure(fig, path))
+    if show:
+        plt.show()
+    plt.close(fig)
+
+
+def _load(run: str | Path | LoadedRun, data_root, model: str) -> LoadedRun:
+    loaded = run if isinstance(run, LoadedRun) else load_run(run, data_root)
+    if loaded.cfg.model.name != model:
+        raise UserError(f"{loaded.run_dir}: a {loaded.cfg.model.name} run; this figure needs {model}")
+    return loaded
+
+
+def render_iam(run, out: str | Path, images=(0, 1), average_images: int | None = 100,
+               data_root=None, show: bool = False) -> list[Path]:
+    """SparseInst: Figure 4 per image, Figure 6 per IAM group (mean over ``average_images``)."""
+    loaded, out, written = _load(run, data_root, "sparseinst"), Path(out), []
+    for s in predict(loaded, list(images)):
+        _save(iam_figure(s, loaded.class_names), out / f"iam_image{s.image_id}.png", written, show)
+    mean = iam_average(loaded, average_images)
+    for g in range(mean.shape[1]):
+        _save(iam_average_figure(mean, g), out / f"iam_mean_group{g + 1}.png", written, show)
+    return written
+
+
+def render_prototypes(run, out: str | Path, images=(0, 1, 2), data_root=None,
+                      show: bool = False) -> list[Path]:
+    """YOLACT: prototypes of several images, coefficients and assembly of the first image."""
+    loaded, out, written = _load(run, data_root, "yolact"), Path(out), []
+    samples = predict(loaded, list(images))
+    _save(prototypes_figure(samples), out / "prototypes.png", written, show)
+    first = samples[0]
+    _save(coefficients_figure(first, loaded.class_names), out / f"coefficients_image{first.image_id}.png",
+          written, show)
+    if len(first.result["scores"]):
+        _save(assembly_figure(first, loaded.class_names), out / f"assembly_image{first.image_id}.png",
+              written, show)
+    return written
+
+
+def render_queries(runs, out: str | Path, images=(0, 1), labels: list[str] | None = None,
+                   min_score: float = 0.3, data_root=None, show: bool = False) -> list[Path]:
+    """FastInst: query locations of each run (e.g. the IA-loss variants) beside the GT, and
+    the first run's masks with their query location."""
+    loaded = [_load(r, data_root, "fastinst") for r in runs]
+    if not loaded:
+        raise UserError("render_queries: no run given")
+    names = labels or [ia_loss_variant(r.cfg) for r in loaded]
+    if len(names) != len(loaded):
+        raise UserError(f"render_queries: {len(names)} labels for {len(loaded)} runs")
+    out, written = Path(out), []
+    per_run = [predict(r, list(images)) for r in loaded]
+    for j, image_id in enumerate(s.image_id for s in per_run[0]):
+        panels = [(name, samples[j]) for name, samples in zip(names, per_run)]
+        _save(query_locations_figure(panels, loaded[0].class_names, min_score),
+              out / f"queries_image{image_id}.png", written, show)
+        _save(query_masks_figure(per_run[0][j], loaded[0].class_names),
+              out / f"query_masks_image{image_id}.png", written, show)
+    return written
+
+
+def render_tide(runs, out: str | Path, labels: list[str] | None = None, show: bool = False) -> list[Path]:
+    """TIDE comparison across runs (+ the table as CSV); each run's own TIDE summary plot is
+    copied next to it when the run left one."""
+    runs = list(runs)
+    table = tide_table(runs, labels)
+    out, written = Path(out), []
+    _save(tide_comparison_figure(table), out / "tide_comparison.png", written, show)
+    with atomic_path(out / "tide_comparison.csv") as tmp:
+        table.to_csv(tmp)
+    written.append(out / "tide_comparison.csv")
+    for run, name in zip(runs, table.index):
+        for plot in sorted(Path(run).glob("*_summary.png")) if not isinstance(run, RunRecord) else []:
+            target = out / f"tide_summary_{_slug(name)}.png"
+            with atomic_path(target) as tmp:
+                shutil.copyfile(plot, tmp)
+            written.append(target)
+    return written
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
