@@ -193,6 +193,20 @@ def _handler(*steps: Callable) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _nms_ablation(args: argparse.Namespace) -> int:
+    from rtinst.engine.nms_ablation import nms_ablation
+
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    table = nms_ablation(args.run, kinds, args.max_images, args.runs_dir, args.dump,
+                         progress=not args.quiet)
+    cols = ["nms", "ap", "ap50", "ap75", "nms_ms_per_image", "nms_thread_cpu_ms_per_image"]
+    print(_table(cols, [[r[c] if isinstance(r[c], str) else f"{r[c]:.2f}" for c in cols]
+                        for r in table.to_dict("records")]))
+    print(f"table: {args.run}/nms_ablation.json (records of the other variants: "
+          f"{', '.join(table['record'])})")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench", help="FLOPs, parameters and latency of a model",
@@ -234,6 +248,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("all", "flops, params and latency in one record", [common, flops, timing],
          (_flops, _params, _latency)),
     ]
+    p = sub.add_parser("nms", help="a trained YOLACT run with every NMS variant: AP and NMS ms/image",
+                       description="YOLACT Table 2a on a trained run: evaluate its weights with "
+                       "standard, Fast, Cluster and Matrix NMS (mask AP) and time NMS alone per "
+                       "image on the model's own decoded boxes and scores. Writes "
+                       "RUN/nms_ablation.json and an evaluation-only run record per variant.")
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished YOLACT run folder")
+    p.add_argument("--kinds", default="standard,fast,cluster,matrix",
+                   help="comma-separated NMS variants (default: all four)")
+    p.add_argument("--max-images", type=int, help="val images (default: the run's eval.max_images)")
+    p.add_argument("--runs-dir", help="where the variants' records go (default: beside the run)")
+    p.add_argument("--dump", metavar="FILE.pt", help="also save the captured NMS inputs "
+                   "(for tests/benchmarks/bench_nms.py --scores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_nms_ablation)
+
     for name, help_text, parents, steps in commands:
         p = sub.add_parser(name, help=help_text, parents=parents, description=help_text +
                            ".\n\n" + CONVENTIONS_HELP,

@@ -184,6 +184,28 @@ class Yolact(nn.Module):
         proto_size = (2 * sizes[0][0], 2 * sizes[0][1])
         return self.postprocess(cls, box, mask, protos, anchors, image_size, proto_size, extras)
 
+    @torch.no_grad()
+    def nms_inputs(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """What NMS sees at test time: decoded boxes (B, A, 4) xyxy in input pixels and
+        foreground class scores (B, A, K). For timing NMS variants on real score distributions."""
+        image_size = (int(images.shape[-2]), int(images.shape[-1]))
+        pyramid = self.fpn(self.backbone(images))
+        outs = [self.head(p) for p in pyramid]
+        cls = torch.cat([o[0] for o in outs], dim=1)
+        box = torch.cat([o[1] for o in outs], dim=1)
+        anchors = self.anchors([(int(p.shape[-2]), int(p.shape[-1])) for p in pyramid], image_size,
+                               images.device)
+        return self.decode(cls, box, anchors, image_size)
+
+    def decode(self, cls: Tensor, box: Tensor, anchors: Tensor,
+               image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Head outputs -> (boxes clipped to the input, softmax foreground scores)."""
+        height, width = image_size
+        scores_all = F.softmax(cls, dim=-1)[..., 1:]  # (B, A, K) foreground scores
+        boxes_all = decode_boxes(box, anchors, self.cfg.box_variances)
+        limits = boxes_all.new_tensor([width, height, width, height])
+        return torch.minimum(boxes_all.clamp(min=0), limits), scores_all
+
     # ------------------------------------------------------------- inference
 
     def postprocess(self, cls: Tensor, box: Tensor, mask: Tensor, protos: Tensor | None,
@@ -192,10 +214,7 @@ class Yolact(nn.Module):
         cfg = self.cfg
         height, width = image_size
         h, w = proto_size
-        scores_all = F.softmax(cls, dim=-1)[..., 1:]  # (B, A, K) foreground scores
-        boxes_all = decode_boxes(box, anchors, cfg.box_variances)
-        limits = boxes_all.new_tensor([width, height, width, height])
-        boxes_all = torch.minimum(boxes_all.clamp(min=0), limits)
+        boxes_all, scores_all = self.decode(cls, box, anchors, image_size)
         grid_scale = boxes_all.new_tensor([width / w, height / h, width / w, height / h])
         results = []
         for b in range(cls.shape[0]):

@@ -1,0 +1,56 @@
+"""A finished run brought back: its record, config, trained model (eval mode, CPU) and val split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from rtinst.config import RunConfig, load_config
+from rtinst.data.build import build_dataset
+from rtinst.data.coco import CocoInstanceDataset
+from rtinst.engine.checkpoint import LAST, load_checkpoint
+from rtinst.errors import UserError
+from rtinst.experiments import RunRecord, read_record
+from rtinst.models import build_model
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    record: RunRecord
+    cfg: RunConfig
+    model: torch.nn.Module
+    val_set: CocoInstanceDataset
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.val_set.class_names
+
+
+def load_run(run_dir: str | Path, data_root: str | Path | None = None) -> LoadedRun:
+    """Model with the run's last checkpoint, in eval mode on CPU, and its val split.
+
+    ``data_root`` replaces ``data.root`` of the run's config (a run trained elsewhere, or a
+    notebook executing in another folder).
+    """
+    run_dir = Path(run_dir)
+    record = read_record(run_dir)
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise UserError(f"{config_file}: run config not found (is {run_dir} a run folder?)")
+    cfg = load_config(config_file)
+    if data_root is not None:
+        cfg = replace(cfg, data=replace(cfg.data, root=str(data_root)))
+    # the checkpoint holds every weight: do not look for (or warn about) backbone files
+    model_cfg = replace(cfg.model, backbone=replace(cfg.model.backbone, pretrained="none"))
+    model = build_model(model_cfg)
+    state = load_checkpoint(run_dir / "checkpoints" / LAST)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return LoadedRun(run_dir, record, cfg, model, build_dataset(cfg.data, "val", progress=False))

@@ -1,0 +1,58 @@
+"""`rtinst bench nms`: a trained (smoke) YOLACT evaluated with every NMS variant."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtinst.cli import main as cli_main
+from rtinst.config import load_config
+from rtinst.engine.nms_ablation import nms_ablation
+from rtinst.engine.train import run_training
+from rtinst.errors import UserError
+from rtinst.experiments import read_record
+
+CONFIGS = Path(__file__).resolve().parents[1] / "rtinst" / "configs"
+
+
+@pytest.fixture(scope="module")
+def yolact_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nms_runs")
+    cfg = load_config(CONFIGS / "yolact" / "smoke.yaml",
+                      ["model.backbone.pretrained=none", "model.score_threshold=0.01"])
+    run_training(cfg, root / "trained", progress=False)
+    return root / "trained"
+
+
+def test_every_variant_evaluated_and_recorded(yolact_run, tmp_path):
+    before = json.loads((yolact_run / "record.json").read_text())
+    table = nms_ablation(yolact_run, runs_dir=tmp_path / "runs", dump=tmp_path / "inputs.pt",
+                         progress=False)
+    assert list(table["nms"]) == ["standard", "fast", "cluster", "matrix"]
+    rows = table.set_index("nms")
+    # the trained run's own NMS (fast) reproduces its record; Cluster NMS == standard NMS
+    assert rows.loc["fast", "ap"] == pytest.approx(before["metrics"]["ap"])
+    assert rows.loc["cluster", "ap"] == rows.loc["standard", "ap"]
+    assert rows.loc["cluster", "num_detections"] == rows.loc["standard", "num_detections"]
+    assert (table["nms_ms_per_image"] > 0).all() and (table["nms_timed_images"] == 8).all()
+    # evaluation-only records for the other variants; the training record is untouched
+    assert json.loads((yolact_run / "record.json").read_text()) == before
+    for kind in ("standard", "cluster", "matrix"):
+        rec = read_record(rows.loc[kind, "record"])
+        assert rec.status == "done" and rec.config["model"]["nms"] == kind
+        assert rec.provenance["evaluation_only"] and rec.provenance["trained_in"] == str(yolact_run)
+        assert rec.metrics["nms_ms_per_image"] == rows.loc[kind, "nms_ms_per_image"]
+        assert Path(rows.loc[kind, "record"]).parent == tmp_path / "runs"
+    saved = json.loads((yolact_run / "nms_ablation.json").read_text())
+    assert [r["nms"] for r in saved["rows"]] == list(table["nms"])
+    dump = torch.load(tmp_path / "inputs.pt", weights_only=True)
+    assert dump["boxes"].shape[:1] == (8,) and dump["boxes"].shape[-1] == 4
+    assert dump["scores"].shape[:2] == dump["boxes"].shape[:2] and dump["scores"].shape[-1] == 10
+
+
+def test_bad_requests_fail_before_any_work(yolact_run, tmp_path, capsys):
+    with pytest.raises(UserError, match="unknown NMS kind\\(s\\) \\['soft'\\]"):
+        nms_ablation(yolact_run, kinds=("fast", "soft"))
+    assert cli_main(["bench", "nms", "--run", str(tmp_path)]) == 2
+    assert "run record not found" in capsys.readouterr().err
