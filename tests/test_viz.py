@@ -254,3 +254,60 @@ def test_analysis_notebooks_run_with_papermill(runs, tmp_path):
         assert_png_has_content(q)
     tide = pd.read_csv(out / "tide_comparison.csv", index_col=0)
     assert len(tide) == 3  # every smoke run was evaluated with TIDE
+
+
+def _square_gt():
+    def poly(x, y, s):
+        return [[x, y, x + s, y, x + s, y + s, x, y + s]]
+    anns = [{"id": 1, "image_id": 1, "category_id": 3, "segmentation": poly(2, 2, 10), "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 7, "segmentation": poly(20, 20, 12), "iscrowd": 0},
+            {"id": 3, "image_id": 2, "category_id": 7, "segmentation": poly(5, 5, 8), "iscrowd": 0},
+            {"id": 4, "image_id": 2, "category_id": 3, "segmentation": poly(30, 0, 9), "iscrowd": 1}]
+    for a in anns:
+        a["area"], a["bbox"] = 100.0, [0, 0, 1, 1]
+    return {"images": [{"id": 1, "height": 40, "width": 40}, {"id": 2, "height": 40, "width": 40}],
+            "categories": [{"id": 3, "name": "circle"}, {"id": 7, "name": "star"}],
+            "annotations": anns}
+
+
+def test_class_confusion_of_gt_as_predictions_is_diagonal():
+    from pycocotools import mask as mask_utils
+
+    from rtinst.viz.confusion import _rle
+
+    gt = _square_gt()
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 0.9,
+             "segmentation": _rle(a["segmentation"], 40, 40)} for a in gt["annotations"] if not a["iscrowd"]]
+    for d in dets:
+        d["segmentation"]["counts"] = d["segmentation"]["counts"].decode()
+    table = viz.class_confusion(gt, dets)
+    assert table.loc["circle"].tolist() == [1, 0, 0] and table.loc["star"].tolist() == [0, 2, 0]
+    assert viz.localized_accuracy(table) == 1.0  # crowd regions are not instances
+    # the star in image 2 called a circle, with a better score than a correct duplicate
+    wrong = dict(dets[2], category_id=3, score=0.95)
+    table = viz.class_confusion(gt, dets + [wrong])
+    assert table.loc["star"].tolist() == [1, 1, 0]
+    # a detection that does not overlap enough leaves its object missed; low scores are ignored
+    shifted = dict(dets[0], segmentation=mask_utils.encode(np.asfortranarray(np.zeros((40, 40), np.uint8))))
+    table = viz.class_confusion(gt, [shifted, dict(dets[1], score=0.01)] + dets[2:])
+    assert table["missed"].tolist() == [1, 1]
+    fig = viz.confusion_figure(table)
+    assert "right class: 100%" in fig.axes[0].get_title()
+    assert [t.get_text() for t in fig.axes[0].texts][:3] == ["0", "0", "1"]
+    plt.close(fig)
+
+
+def test_run_confusion_and_cli(runs, tmp_path, capsys):
+    table = viz.run_confusion(runs["yolact"])
+    gt = json.loads((REPO / "data/synthetic_smoke/annotations/instances_val.json").read_text())
+    evaluated = {im["id"] for im in gt["images"][:8]}  # eval.max_images of the smoke preset
+    n = sum(1 for a in gt["annotations"] if a["image_id"] in evaluated and not a["iscrowd"])
+    assert table.to_numpy().sum() == n
+    assert cli_main(["viz", "confusion", "--run", str(runs["yolact"]), "--out", str(tmp_path)]) == 0
+    assert_png_has_content(Path(capsys.readouterr().out.split()[0]))
+    (runs["sparseinst"] / "coco_segm_results.json").rename(tmp_path / "moved.json")
+    try:
+        with pytest.raises(UserError, match="coco_segm_results.json: the run's COCO results are not here"):
+            viz.run_confusion(runs["sparseinst"])
+    finally:
+        (tmp_path / "moved.json").rename(runs["sparseinst"] / "coco_segm_results.json")

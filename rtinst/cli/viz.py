@@ -1,4 +1,4 @@
-"""`rtinst viz iam|prototypes|queries|tide --run RUN --out DIR`: figures of trained runs."""
+"""`rtinst viz iam|prototypes|queries|tide|confusion --run RUN --out DIR`: figures of trained runs."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         written = render.render_iam(runs[0], args.out, images or [0, 1], args.average_images, **kw)
     elif args.kind == "prototypes":
         written = render.render_prototypes(runs[0], args.out, images or [0, 1, 2], **kw)
+    elif args.kind == "confusion":
+        written = render.render_confusion(runs[0], args.out, **kw)
     elif args.kind == "queries":
         written = render.render_queries(runs, args.out, images or [0, 1], args.labels, args.min_score, **kw)
     else:
@@ -51,9 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "detection and their mean over the val split per group. prototypes: YOLACT prototypes, "
         "coefficients and the mask assembly. queries: FastInst IA-guided query locations of each "
         "--run (e.g. the Table 6f IA-loss variants) beside the ground truth. tide: dAP per TIDE "
-        "error type across runs (records only, no checkpoint needed).",
+        "error type across runs (records only, no checkpoint needed). confusion: ground-truth class "
+        "x predicted class of the objects a run localized (needs its coco_segm_results.json).",
     )
-    p.add_argument("kind", choices=["iam", "prototypes", "queries", "tide"])
+    p.add_argument("kind", choices=["iam", "prototypes", "queries", "tide", "confusion"])
     p.add_argument("--run", action="append", required=True, metavar="RUN_DIR",
                    help="run folder (repeatable for queries and tide)")
     p.add_argument("--out", required=True, help="folder for the PNG files")

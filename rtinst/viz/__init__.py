@@ -8,6 +8,8 @@
   assembly prototypes x coefficients -> sigmoid -> crop -> mask for one instance.
 - ``queries``: FastInst IA-guided query locations for the IA-loss variants beside the
   ground truth (Figure 3), and predicted masks with the location of their query.
+- ``confusion``: GT class x predicted class of the localized objects (what TIDE's Cls error
+  hides: which classes are confused).
 - ``compare``: dAP per TIDE error type across models or sweep rows (SparseInst Figure 7
   style) and AP vs FPS / GFLOPs (each paper's Figure 1).
 
@@ -16,6 +18,7 @@ Every function returns a matplotlib Figure; ``save_figure`` writes it atomically
 
 from rtinst.viz.compare import (speed_accuracy_figure, speed_accuracy_points, tide_comparison_figure,
                                tide_table)
+from rtinst.viz.confusion import class_confusion, confusion_figure, localized_accuracy, run_confusion
 from rtinst.viz.draw import save_figure
 from rtinst.viz.iam import iam_average, iam_average_figure, iam_figure
 from rtinst.viz.prototypes import assembly_figure, coefficients_figure, prototypes_figure
@@ -23,7 +26,8 @@ from rtinst.viz.queries import query_locations_figure, query_masks_figure
 from rtinst.viz.run import LoadedRun, Sample, load_run, predict
 
 __all__ = [
-    "LoadedRun", "Sample", "assembly_figure", "coefficients_figure", "iam_average",
+    "LoadedRun", "Sample", "assembly_figure", "class_confusion", "confusion_figure",
+    "localized_accuracy", "run_confusion", "coefficients_figure", "iam_average",
     "iam_average_figure", "iam_figure", "load_run", "predict", "prototypes_figure",
     "query_locations_figure", "query_masks_figure", "save_figure", "speed_accuracy_figure",
     "speed_accuracy_points",

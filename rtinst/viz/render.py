@@ -12,6 +12,7 @@ from rtinst.errors import UserError
 from rtinst.experiments import RunRecord
 from rtinst.io import atomic_path
 from rtinst.viz.compare import tide_comparison_figure, tide_table
+from rtinst.viz.confusion import confusion_figure, run_confusion
 from rtinst.viz.draw import save_figure
 from rtinst.viz.iam import iam_average, iam_average_figure, iam_figure
 from rtinst.viz.prototypes import assembly_figure, coefficients_figure, prototypes_figure
@@ -97,6 +98,18 @@ def render_tide(runs, out: str | Path, labels: list[str] | None = None, show: bo
             with atomic_path(target) as tmp:
                 shutil.copyfile(plot, tmp)
             written.append(target)
+    return written
+
+
+def render_confusion(run: str | Path, out: str | Path, data_root=None, show: bool = False) -> list[Path]:
+    """Class confusion of a finished run's localized objects (+ the counts as CSV)."""
+    table = run_confusion(run, data_root=data_root)
+    out, written = Path(out), []
+    name = Path(run).name
+    _save(confusion_figure(table), out / f"confusion_{name}.png", written, show)
+    with atomic_path(out / f"confusion_{name}.csv") as tmp:
+        table.to_csv(tmp)
+    written.append(out / f"confusion_{name}.csv")
     return written
 
 
