@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from rtinst.config import save_config
 from rtinst.data.build import collate_fn
 from rtinst.engine.restore import LoadedRun, load_run
-from rtinst.engine.train import evaluate_run
+from rtinst.engine.train import CURVE_KEYS, evaluate_run
 from rtinst.errors import UserError
 from rtinst.experiments import RunRecord, run_dir_for, write_record
 from rtinst.io import atomic_path, atomic_write_json
@@ -107,13 +107,13 @@ def nms_ablation(run_dir: str | Path, kinds: tuple[str, ...] = nms_ops.NMS_KINDS
         record = RunRecord.start(cfg)
         metrics = evaluate_run(run.model, cfg, run.val_set, out_dir, torch.device("cpu"), progress=False,
                                results_name=("coco_segm_results.json" if kind != trained_kind
-                                             else f"nms_{kind}_results.json"), tide=False)
+                                             else f"nms_{kind}_results.json"), with_tide=False)
         timing = {"nms_ms_per_image": statistics.median(ms), "nms_ms_mean": statistics.fmean(ms),
                   "nms_ms_p90": sorted(ms)[int(0.9 * (len(ms) - 1))],
                   "nms_thread_cpu_ms_per_image": statistics.median(cpu_ms),
                   "nms_threads": 1, "nms_timed_images": len(ms),
                   "nms_anchors": int(inputs[0][0].shape[0]), "nms_classes": int(inputs[0][1].shape[1])}
-        rows.append({"nms": kind, **{k: metrics[k] for k in ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")},
+        rows.append({"nms": kind, **{k: metrics[k] for k in CURVE_KEYS},
                      **timing, "num_detections": metrics.get("num_detections"),
                      "record": str(out_dir)})
         if kind == trained_kind:

@@ -75,8 +75,10 @@ def backbone_init(model: torch.nn.Module) -> dict[str, Any]:
 
 def evaluate_run(model: torch.nn.Module, cfg: RunConfig, val_set, run_dir: Path,
                  device: torch.device, progress: bool = True,
-                 results_name: str = "coco_segm_results.json", tide: bool | None = None) -> dict[str, Any]:
-    """Predict the val split, write the COCO results JSON, return AP (and TIDE) metrics."""
+                 results_name: str = "coco_segm_results.json",
+                 with_tide: bool | None = None) -> dict[str, Any]:
+    """Predict the val split, write the COCO results JSON, return AP (and TIDE) metrics.
+    ``with_tide``: None follows ``cfg.eval.tide``."""
     results = predict_coco(model, val_set, collate_fn(cfg.data), val_set.contiguous_to_cat_id,
                            device=device, max_images=cfg.eval.max_images, progress=progress)
     results_path = write_results(run_dir / results_name, results)
@@ -85,12 +87,15 @@ def evaluate_run(model: torch.nn.Module, cfg: RunConfig, val_set, run_dir: Path,
     image_ids = val_set.ids[: cfg.eval.max_images]
     gt = _gt_subset(val_set, image_ids, run_dir)
     metrics = evaluate_segm(gt, results, backend=cfg.eval.backend)
-    if cfg.eval.tide if tide is None else tide:
+    if cfg.eval.tide if with_tide is None else with_tide:
         from rtinst.engine.tide import run_tide
 
         tide = run_tide(gt, results_path, out_dir=run_dir, name=f"{cfg.model.name}")
         metrics.update({k: v for k, v in tide.items() if k != "tide_plot"})
     return metrics
+
+
+CURVE_KEYS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")
 
 
 def evaluate_snapshots(model: torch.nn.Module, cfg: RunConfig, val_set, run_dir: Path,
@@ -110,13 +115,13 @@ def evaluate_snapshots(model: torch.nn.Module, cfg: RunConfig, val_set, run_dir:
         state = load_checkpoint(path)
         model.load_state_dict(state["model"])
         metrics = evaluate_run(model, cfg, val_set, run_dir, device, progress,
-                               results_name="snapshot_results.json", tide=False)
+                               results_name="snapshot_results.json", with_tide=False)
         points.append({"minutes": round(state["train_seconds"] / 60, 2), "iteration": state["iteration"],
-                       **{k: metrics[k] for k in ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")}})
+                       **{k: metrics[k] for k in CURVE_KEYS}})
     (run_dir / "snapshot_results.json").unlink(missing_ok=True)
     model.load_state_dict(final_state)
     points.append({"minutes": round(summary["train_seconds"] / 60, 2), "iteration": summary["iterations"],
-                   **{k: final[k] for k in ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")}})
+                   **{k: final[k] for k in CURVE_KEYS}})
     path = run_dir / "curve.json"
     atomic_write_json(path, {"what": "mask AP on the val split vs minutes of training",
                              "step_time_s": summary["step_time_s"], "points": points})
