@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import hashlib
 import json
 import types
@@ -485,25 +484,6 @@ def save_config(cfg: Any, path: str | Path) -> None:
     atomic_write_text(path, to_yaml(cfg))
 
 
-@functools.lru_cache(maxsize=32)
-def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def backbone_init_identity(cfg: BackboneConfig) -> str:
-    """What a backbone starts from: "scratch" or the sha256 prefix of the weights file that
-    ``pretrained`` resolves to on this machine. Part of the config hash, so that replacing
-    the committed tiny weights (or adding ImageNet weights to the cache) gives new runs
-    instead of silently reusing runs trained from other weights."""
-    from rtinst.models.backbones import resolve_pretrained
-
-    path = resolve_pretrained(cfg)
-    if path is None or not path.is_file():
-        return "scratch"
-    st = path.stat()
-    return _file_sha256(str(path), st.st_mtime_ns, st.st_size)
-
-
 def _hashed_view(cfg: Any) -> Any:
     """Plain data of ``cfg`` without fields marked ``metadata={"hash": False}``; a backbone
     adds the identity of its initial weights (``backbone_init_identity``)."""
@@ -514,6 +494,8 @@ def _hashed_view(cfg: Any) -> Any:
             if f.metadata.get("hash", True)
         }
         if isinstance(cfg, BackboneConfig):
+            from rtinst.models.backbones import backbone_init_identity
+
             view["init"] = backbone_init_identity(cfg)
         return view
     if isinstance(cfg, (list, tuple)):

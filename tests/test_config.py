@@ -146,7 +146,8 @@ def test_cli_config_show(tmp_path):
 
 
 def test_config_hash_follows_the_backbone_weights_file(tmp_path):
-    from rtinst.config import backbone_init_identity, config_hash, load_config
+    from rtinst.config import config_hash, load_config
+    from rtinst.models.backbones import backbone_init_identity
 
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
     a.write_bytes(b"weights A")

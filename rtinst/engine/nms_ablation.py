@@ -98,6 +98,7 @@ def nms_ablation(run_dir: str | Path, kinds: tuple[str, ...] = nms_ops.NMS_KINDS
             torch.save({"boxes": torch.stack([b for b, _ in inputs]),
                         "scores": torch.stack([s for _, s in inputs])}, tmp)
     trained_kind = run.cfg.model.nms
+    machine = provenance("cpu")
     rows: list[dict[str, Any]] = []
     for kind in tqdm(kinds, desc="nms variants", disable=not progress):
         cfg = replace(run.cfg, model=replace(run.cfg.model, nms=kind))
@@ -119,7 +120,7 @@ def nms_ablation(run_dir: str | Path, kinds: tuple[str, ...] = nms_ops.NMS_KINDS
         if kind == trained_kind:
             (run.run_dir / f"nms_{kind}_results.json").unlink(missing_ok=True)
             continue  # the training record stands for its own NMS
-        record.provenance = {**provenance("cpu"), **run.record.provenance,
+        record.provenance = {**machine, **run.record.provenance,
                              "evaluation_only": True, "trained_in": str(run.run_dir)}
         record.artifacts = {"results": "coco_segm_results.json", "config": "config.yaml",
                             "trained_in": str(run.run_dir)}
@@ -131,6 +132,6 @@ def nms_ablation(run_dir: str | Path, kinds: tuple[str, ...] = nms_ops.NMS_KINDS
         "what": "the trained run's weights evaluated with each NMS variant; NMS timed alone per "
                 "image on the model's decoded boxes/scores (CPU, 1 torch thread; medians over images "
                 "of the median of 3 repeats)",
-        "hardware": provenance("cpu").get("hardware"),
+        "hardware": machine.get("hardware"),
         "rows": rows})
     return table

@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -208,6 +210,23 @@ def resolve_pretrained(cfg: BackboneConfig) -> Path | None:
     if cfg.name == "tiny":
         return TINY_WEIGHTS
     return torchvision_cache_file(int(cfg.name.removeprefix("resnet")))
+
+
+@functools.lru_cache(maxsize=32)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def backbone_init_identity(cfg: BackboneConfig) -> str:
+    """What a backbone starts from: "scratch" or the sha256 prefix of the weights file that
+    ``pretrained`` resolves to on this machine. Part of the config hash, so that replacing
+    the committed tiny weights (or adding ImageNet weights to the cache) gives new runs
+    instead of silently reusing runs trained from other weights."""
+    path = resolve_pretrained(cfg)
+    if path is None or not path.is_file():
+        return "scratch"
+    st = path.stat()
+    return _file_sha256(str(path), st.st_mtime_ns, st.st_size)
 
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:

@@ -92,8 +92,9 @@ def render_tide(runs, out: str | Path, labels: list[str] | None = None, show: bo
     with atomic_path(out / "tide_comparison.csv") as tmp:
         table.to_csv(tmp)
     written.append(out / "tide_comparison.csv")
-    for run, name in zip(runs, table.index):
-        for plot in sorted(Path(run).glob("*_summary.png")) if not isinstance(run, RunRecord) else []:
+    folders = [(Path(r), name) for r, name in zip(runs, table.index) if not isinstance(r, RunRecord)]
+    for folder, name in folders:  # a RunRecord given in memory has no folder with a TIDE plot
+        for plot in sorted(folder.glob("*_summary.png")):
             target = out / f"tide_summary_{_slug(name)}.png"
             with atomic_path(target) as tmp:
                 shutil.copyfile(plot, tmp)
