@@ -207,6 +207,29 @@ def _nms_ablation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe(args: argparse.Namespace) -> int:
+    from rtinst.config import load_config
+    from rtinst.engine.probe import LEVELS, detection_scale_probe
+    from rtinst.io import atomic_write_json
+    from rtinst.provenance import provenance
+
+    overrides = list(args.override or [])
+    if args.weights:
+        overrides.append(f"model.backbone.pretrained={args.weights}")
+    cfg = load_config(args.config, overrides)
+    record = detection_scale_probe(cfg.model.backbone, cfg.data, args.train_images, args.val_images)
+    acc = record["accuracy"]
+    buckets = ["all", "small", "medium", "large"]
+    print(f"{record['init']}: {record['train_objects']} train / {record['val_objects']} val objects, "
+          f"chance {record['chance']:.2f}")
+    print(_table(["features"] + buckets, [[name] + ["-" if acc[name][b] is None else f"{acc[name][b]:.3f}"
+                                                   for b in buckets] for name in (*LEVELS, "all_levels")]))
+    if args.out:
+        atomic_write_json(args.out, {**record, "config": args.config, "provenance": provenance("cpu")})
+        print(f"wrote {args.out}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench", help="FLOPs, parameters and latency of a model",
@@ -262,6 +285,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(for tests/benchmarks/bench_nms.py --scores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_nms_ablation)
+
+    p = sub.add_parser("probe", help="linear probe of a backbone init at detection scale",
+                       description="Fit a linear classifier on the mask-averaged frozen backbone "
+                       "features of the GT objects of full train images and score it on val "
+                       "objects (per level, per COCO area bucket): how much class information the "
+                       "initialization gives the detection heads at the objects' own sizes.")
+    p.add_argument("--config", default="rtinst/configs/yolact/tiny.yaml",
+                   help="run config: its backbone and data (default: the YOLACT tiny preset)")
+    add_override_argument(p)
+    p.add_argument("--weights", help="backbone weights to probe (default: the config's pretrained)")
+    p.add_argument("--train-images", type=int, default=400, help="images for fitting (default 400)")
+    p.add_argument("--val-images", type=int, default=200, help="images for scoring (default 200)")
+    p.add_argument("--out", metavar="FILE.json", help="also write the record as JSON")
+    p.set_defaults(func=_probe)
 
     for name, help_text, parents, steps in commands:
         p = sub.add_parser(name, help=help_text, parents=parents, description=help_text +
