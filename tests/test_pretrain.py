@@ -8,7 +8,7 @@ import torch
 
 from rtinst.config import BackboneConfig
 from rtinst.data.coco import CocoInstanceDataset
-from rtinst.engine.pretrain import CropSource, PretrainConfig, pretrain
+from rtinst.engine.pretrain import CropScale, CropSource, PretrainConfig, pretrain
 from rtinst.errors import UserError
 from rtinst.models.backbones import build_backbone
 
@@ -17,7 +17,8 @@ from rtinst.models.backbones import build_backbone
 def pretrained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pretrain")
     cfg = PretrainConfig(data_root=str(tmp / "pre"), num_images=8, holdout_images=2, size=96,
-                         crop_size=32, batch_size=4, iters=3, warmup_iters=1, eval_period=2)
+                         scales=(CropScale(32, (1.2, 3.0), 4), CropScale(48, (1.1, 2.0), 2)),
+                         iters=3, warmup_iters=1, eval_period=2)
     out = tmp / "tiny.pt"
     return cfg, out, pretrain(cfg, out, progress=False)
 
@@ -27,6 +28,10 @@ def test_pretrain_writes_loadable_weights_and_card(pretrained):
     assert card["iterations"] == 3 and card["train_images"] == 6 and card["held_out_images"] == 2
     assert [h["iter"] for h in card["history"]] == [2, 3]
     assert 0.0 <= card["held_out_accuracy"] <= 1.0 and card["held_out_objects"] > 0
+    by_crop = card["held_out_accuracy_by_crop"]
+    assert set(by_crop) == {"32", "48"}
+    assert card["held_out_accuracy"] == pytest.approx(sum(by_crop.values()) / 2, abs=1e-4)
+    assert card["init"] is None
     assert card["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert json.loads(out.with_suffix(".json").read_text())["config"]["seed"] == 1000
     net = build_backbone(BackboneConfig(name="tiny", pretrained=str(out)))
@@ -61,3 +66,26 @@ def test_crops_centre_the_object_and_carry_its_label(pretrained):
     g = torch.Generator().manual_seed(0)
     a, la = source.crops(torch.tensor([0, 0]), 32, (1.2, 3.0), g)
     assert la.tolist() == [3, 3] and not torch.equal(a[0], a[1])
+
+
+def test_second_stage_starts_from_init_and_records_it(pretrained, tmp_path):
+    cfg, out, card = pretrained
+    # lr 0: AdamW changes nothing, so the stage's conv weights are exactly the init's
+    stage2 = PretrainConfig(**{**cfg.__dict__, "init": str(out), "lr": 0.0, "iters": 1, "eval_period": 1})
+    card2 = pretrain(stage2, tmp_path / "stage2.pt", progress=False)
+    assert card2["init"]["sha256"] == card["sha256"]
+    first_card = json.loads(out.with_suffix(".json").read_text())
+    assert card2["init"]["card"]["config"] == first_card["config"]  # the first recipe travels along
+    first, second = torch.load(out, weights_only=True), torch.load(tmp_path / "stage2.pt", weights_only=True)
+    torch.testing.assert_close(second["res5.conv2.weight"], first["res5.conv2.weight"])
+    with pytest.raises(UserError, match="missing.pt: init weights file not found"):
+        pretrain(PretrainConfig(**{**stage2.__dict__, "init": str(tmp_path / "missing.pt")}),
+                 tmp_path / "x.pt", progress=False)
+
+
+def test_scale_parsing_and_bad_scales():
+    assert CropScale.parse("112:1.1:2.0:24") == CropScale(112, (1.1, 2.0), 24)
+    with pytest.raises(UserError, match=r"--scale '64:1.2': expected CROP:CONTEXT_LOW:CONTEXT_HIGH:BATCH"):
+        CropScale.parse("64:1.2")
+    with pytest.raises(UserError, match="scale 64:3.0:1.2:8: need"):
+        pretrain(PretrainConfig(scales=(CropScale(64, (3.0, 1.2), 8),)), "unused.pt", progress=False)

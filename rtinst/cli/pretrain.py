@@ -9,10 +9,13 @@ from rtinst.models.backbones import TINY_WEIGHTS
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtinst.engine.pretrain import PretrainConfig, pretrain
+    from rtinst.engine.pretrain import CropScale, PretrainConfig, pretrain
 
-    cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)
-                            if getattr(args, f.name, None) is not None})
+    given = {f.name: getattr(args, f.name) for f in fields(PretrainConfig)
+             if getattr(args, f.name, None) is not None}
+    if "scales" in given:
+        given["scales"] = tuple(CropScale.parse(text) for text in given["scales"])
+    cfg = PretrainConfig(**given)
     card = pretrain(cfg, args.out, progress=not args.quiet)
     print(f"wrote {args.out} ({card['iterations']} iterations, {card['minutes']} min, held-out "
           f"crop accuracy {card['held_out_accuracy']:.3f} on {card['held_out_objects']} objects, "
@@ -26,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train the tiny backbone to classify object-centred crops of a synthetic "
         "split generated with its own seed (never the runs' train/val images): the tiny "
         "preset's stand-in for ImageNet pretraining. Writes the weights and a JSON card "
-        "(settings, hash, held-out accuracy) next to them.",
+        "(settings, hash, held-out accuracy per crop size) next to them.",
     )
     p.add_argument("--out", default=str(TINY_WEIGHTS), help=f"weights file (default {TINY_WEIGHTS})")
     p.add_argument("--data-root", dest="data_root", help="where the pretraining split is generated")
@@ -34,10 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--holdout-images", dest="holdout_images", type=int,
                    help="images whose objects are held out for accuracy (default 200)")
     p.add_argument("--seed", type=int, help="seed of the split (default 1000; runs use 0)")
-    p.add_argument("--iters", type=int, help="steps; the cosine lr schedule spans them (default 20000)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="crops per step (default 64)")
-    p.add_argument("--crop-size", dest="crop_size", type=int, help="crop side in px (default 64)")
+    p.add_argument("--iters", type=int, help="steps; the cosine lr schedule spans them (default 15000)")
+    p.add_argument("--scale", dest="scales", action="append", metavar="CROP:LOW:HIGH:BATCH",
+                   help="a crop kind, repeatable, cycled step by step: crop side px, context "
+                   "range (crop side / object side), crops per step (default 64:1.2:3.0:64 "
+                   "112:1.1:2.0:24 160:1.05:1.8:12)")
     p.add_argument("--lr", type=float, help="peak AdamW learning rate (default 2e-3)")
+    p.add_argument("--warmup-iters", dest="warmup_iters", type=int, help="linear warm-up steps (default 200)")
+    p.add_argument("--init", help="start from these backbone weights (a second stage) instead of random")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

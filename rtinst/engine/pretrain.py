@@ -8,11 +8,22 @@ made them, their hash and the held-out accuracy.
 
 The task is ImageNet's: one label per object-centred crop. Crops are cut on the fly with
 ``torchvision.ops.roi_align`` from the split held in memory, with a random context (the
-window is 1.2-3x the object), a random shift and a flip, so a 14k-object split yields fresh
-samples for tens of thousands of steps; 64 px crops in batches of 64 keep a step at ~0.1 s
-on 2 CPU cores. Dense per-pixel classification at stride 8 (batch 8 of full images) was the
-first choice and learned slowly: 30 min gave 25% accuracy on object pixels, and a YOLACT
-fine-tuned from it classified detected objects at chance (19%) while localizing them well.
+window is 1.1-3x the object), a random shift and a flip, so a 41k-object split yields fresh
+samples for tens of thousands of steps. Steps cycle through crop sizes (64, 112, 160 px, batches
+sized so that each step costs ~0.3 Mpx, ~0.1 s on 2 CPU cores) so that objects are seen at the
+sizes they have in the detection images. ``init`` starts a second stage from earlier weights;
+the card then embeds the earlier card.
+
+Why two stages: objects in the detection images span 12-175 px at 320 px, but a 64 px crop
+at context 1.2-3 shows every object at 21-53 px. Weights pretrained only on those (stage 1,
+80% held-out crop accuracy) transferred badly to the detection scale: a linear probe on
+mask-pooled features of the GT objects of full val images classified 36% of them (25% of the
+large ones; `rtinst bench probe`). Stage 2 adds 112 and 160 px crops (objects at 56-145 px):
+50% (large 43%) after 6000 more steps (18 min).
+
+Dense per-pixel classification at stride 8 (batch 8 of full images) was the first choice and
+learned slowly: 30 min gave 25% accuracy on object pixels, and a YOLACT fine-tuned from it
+classified detected objects at chance (19%) while localizing them well.
 Every tiny run records the weights file and its hash; ``model.backbone.pretrained=none``
 trains from scratch instead.
 """
@@ -43,21 +54,42 @@ from rtinst.provenance import provenance
 MIN_OBJECT_SIDE = 8  # px; smaller objects carry too little shape to label a crop
 
 
+@dataclass(frozen=True)
+class CropScale:
+    """One kind of crop: ``crop_size`` px windows of ``context`` x the object side, ``batch`` per step."""
+
+    crop_size: int
+    context: tuple[float, float]  # crop side / object side, sampled uniformly
+    batch: int
+
+    @classmethod
+    def parse(cls, text: str) -> "CropScale":
+        """``"64:1.2:3.0:64"`` -> crop 64 px, context 1.2-3.0, batch 64 (the CLI's format)."""
+        parts = text.split(":")
+        try:
+            size, lo, hi, batch = int(parts[0]), float(parts[1]), float(parts[2]), int(parts[3])
+        except (ValueError, IndexError):
+            raise UserError(f"--scale {text!r}: expected CROP:CONTEXT_LOW:CONTEXT_HIGH:BATCH, "
+                            "e.g. 64:1.2:3.0:64") from None
+        return cls(size, (lo, hi), batch)
+
+
 @dataclass
 class PretrainConfig:
     data_root: str = "data/pretrain"
     num_images: int = 6000
     seed: int = 1000  # the runs' synthetic data uses seed 0: a disjoint set of images
     size: int = 320
-    crop_size: int = 64
-    context: tuple[float, float] = (1.2, 3.0)  # crop side / object side, sampled uniformly
-    batch_size: int = 64
+    # cycled step by step. The default is stage 1 of the committed weights; stage 2 (see the
+    # Makefile's tiny-backbone) adds 112 and 160 px crops of about the same cost per step.
+    scales: tuple[CropScale, ...] = (CropScale(64, (1.2, 3.0), 64),)
     lr: float = 2e-3
     weight_decay: float = 0.05
     iters: int = 15_000  # the cosine schedule spans these, so the result does not depend on speed
     warmup_iters: int = 200
     holdout_images: int = 200
     eval_period: int = 1000
+    init: str | None = None  # backbone weights to start from (a previous stage), else random
     threads: int | None = None
 
 
@@ -142,12 +174,24 @@ def crop_accuracy(model: nn.Module, source: CropSource, crop_size: int, context:
     return hits / len(source)
 
 
+def held_out_accuracy(model: nn.Module, source: CropSource, scales: tuple[CropScale, ...]) -> dict[str, float]:
+    """Held-out crop accuracy at every crop size (fixed context 1.6)."""
+    return {str(sc.crop_size): round(crop_accuracy(model, source, sc.crop_size), 4)
+            for sc in sorted(set(scales), key=lambda sc: sc.crop_size)}
+
+
 def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool = True) -> dict:
     """Train the tiny backbone on crop classification; write ``out`` and ``out.json`` (card)."""
     if cfg.holdout_images >= cfg.num_images:
         raise UserError(f"--holdout-images ({cfg.holdout_images}) must be < --images ({cfg.num_images})")
-    if not 0 < cfg.context[0] <= cfg.context[1]:
-        raise UserError(f"context {cfg.context}: need 0 < low <= high")
+    if not cfg.scales:
+        raise UserError("pretrain: no crop scale given")
+    for sc in cfg.scales:
+        if not 0 < sc.context[0] <= sc.context[1] or sc.crop_size < 8 or sc.batch < 1:
+            raise UserError(f"scale {sc.crop_size}:{sc.context[0]}:{sc.context[1]}:{sc.batch}: "
+                            "need crop >= 8 px, 0 < context low <= high, batch >= 1")
+    if cfg.init is not None and not Path(cfg.init).is_file():
+        raise UserError(f"{cfg.init}: init weights file not found")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     root = Path(cfg.data_root)
@@ -170,6 +214,13 @@ def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model = CropClassifier(dataset.num_classes)
+    init = None
+    if cfg.init is not None:
+        model.backbone.load_state_dict(torch.load(cfg.init, map_location="cpu", weights_only=True))
+        init = {"path": cfg.init, "sha256": hashlib.sha256(Path(cfg.init).read_bytes()).hexdigest()}
+        card_path = Path(cfg.init).with_suffix(".json")
+        if card_path.is_file():  # the previous stage's recipe travels with this one
+            init["card"] = json.loads(card_path.read_text())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     t0, history = time.perf_counter(), []
     bar = tqdm(range(1, cfg.iters + 1), desc="pretrain", disable=not progress, dynamic_ncols=True)
@@ -178,18 +229,22 @@ def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool
         lr = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * it / cfg.iters))
         for group in opt.param_groups:
             group["lr"] = lr
-        rows = torch.randint(len(train), (cfg.batch_size,), generator=generator)
-        x, labels = train.crops(rows, cfg.crop_size, cfg.context, generator)
+        scale = cfg.scales[(it - 1) % len(cfg.scales)]
+        rows = torch.randint(len(train), (scale.batch,), generator=generator)
+        x, labels = train.crops(rows, scale.crop_size, scale.context, generator)
         loss = F.cross_entropy(model(x), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if it % cfg.eval_period == 0 or it == cfg.iters:
-            acc = crop_accuracy(model, held_out, cfg.crop_size)
+            per_size = held_out_accuracy(model, held_out, cfg.scales)
+            acc = sum(per_size.values()) / len(per_size)
             history.append({"iter": it, "minutes": round((time.perf_counter() - t0) / 60, 2),
-                            "loss": round(loss.item(), 4), "held_out_accuracy": round(acc, 4)})
-            bar.write(f"pretrain iter {it}: loss {loss.item():.3f}, held-out crop accuracy {acc:.3f}")
+                            "loss": round(loss.item(), 4), "held_out_accuracy": round(acc, 4),
+                            "held_out_accuracy_by_crop": per_size})
+            bar.write(f"pretrain iter {it}: loss {loss.item():.3f}, held-out crop accuracy {acc:.3f} "
+                      f"(by crop px: {per_size})")
     bar.close()
     out = Path(out)
     with atomic_path(out) as tmp:
@@ -197,11 +252,13 @@ def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool
     card = {
         "what": "tiny backbone pretrained on object-centred crop classification of a separate "
                 "synthetic split (ImageNet stand-in)",
-        "config": asdict(cfg), "iterations": cfg.iters,
+        "config": asdict(cfg), "init": init, "iterations": cfg.iters,
         "minutes": round((time.perf_counter() - t0) / 60, 2),
         "train_images": n - cfg.holdout_images, "held_out_images": cfg.holdout_images,
         "train_objects": len(train), "held_out_objects": len(held_out),
-        "held_out_accuracy": history[-1]["held_out_accuracy"], "num_classes": dataset.num_classes,
+        "held_out_accuracy": history[-1]["held_out_accuracy"],
+        "held_out_accuracy_by_crop": history[-1]["held_out_accuracy_by_crop"],
+        "num_classes": dataset.num_classes,
         "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "history": history,
         "provenance": provenance(),
     }
