@@ -121,6 +121,22 @@ def test_outputs_saved_as_csv_parquet_png(spec, tmp_path):
     assert {"paper_ap", "ours_ap", "delta_ap", "ours_gflops", "paper_gflops"} <= set(view.columns)
 
 
+def test_reproduce_cached_only_trains_nothing_and_still_tabulates(tmp_path, capsys):
+    """`--cached-only`: no run is trained, the accuracy cells say 0/1 done, costs are measured."""
+    from rtinst.cli import main
+
+    args = ["reproduce", "--preset", "smoke", "--tables", "yolact/table2a", "--executor", "inline",
+            "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+            "--data-root", str(tmp_path / "data"), "--cost-preset", "smoke", "--cached-only"]
+    assert main(args) == 0
+    assert "2 run(s) without a record are not trained" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    t = pd.read_csv(tmp_path / "results/tables/smoke/yolact_table2a_fast_nms.csv").set_index("row")
+    assert t.loc["YOLACT, fast", "status"] == "0/1 done" and pd.isna(t.loc["YOLACT, fast", "ours_ap"])
+    assert t.loc["YOLACT, fast", "ours_gflops"] > 0
+    assert (tmp_path / "results/summary.html").is_file()
+
+
 def test_reproduce_smoke_end_to_end(tmp_path):
     """`rtinst reproduce --preset smoke` on YOLACT Table 2a: a training run, an evaluation-only
     run (standard NMS on the Fast-NMS model), the table notebook and the HTML summary."""
