@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, help="steps; the cosine lr schedule spans them (default 15000)")
     p.add_argument("--scale", dest="scales", action="append", metavar="CROP:LOW:HIGH:BATCH",
                    help="a crop kind, repeatable, cycled step by step: crop side px, context "
-                   "range (crop side / object side), crops per step (default 64:1.2:3.0:64 "
-                   "112:1.1:2.0:24 160:1.05:1.8:12)")
+                   "range (crop side / object side), crops per step (default 64:1.2:3.0:64, "
+                   "stage 1; `make tiny-backbone` shows both stages)")
     p.add_argument("--lr", type=float, help="peak AdamW learning rate (default 2e-3)")
     p.add_argument("--warmup-iters", dest="warmup_iters", type=int, help="linear warm-up steps (default 200)")
     p.add_argument("--init", help="start from these backbone weights (a second stage) instead of random")
