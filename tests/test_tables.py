@@ -164,3 +164,20 @@ def test_reproduce_smoke_end_to_end(tmp_path):
     log = "".join((r / "train_log.jsonl").read_text() for r in runs
                   if (r / "train_log.jsonl").is_file())
     assert "loss_box" in log and "loss_mask" in log  # YOLACT's losses, not a test toy's
+
+
+def test_equality_of_two_near_zero_scores_is_not_called_reproduced():
+    spec7 = load_spec(REPO / "experiments/fastinst/table7_pos_embedding.yaml", ("tiny",))
+
+    def judged(ap_learnable, ap_sinusoidal):
+        runs = pd.DataFrame([{"label": label, "seed": 0, "status": "done", "error": None,
+                              **{m: v for m in spec7.metrics}}
+                             for label, v in (("learnable", ap_learnable), ("sinusoidal", ap_sinusoidal))])
+        claims = tables.judge_claims(spec7, tables.build_table(spec7, runs, None, "tiny"), "tiny")
+        return claims[claims["metric"] == "ap"].iloc[0]
+
+    near_zero = judged(0.44, 0.49)  # both models learned ~nothing: "same AP" says nothing
+    assert near_zero["verdict"] == tables.WITHIN_NOISE
+    assert near_zero["noise_basis"].endswith("both values within the noise of 0")
+    assert judged(30.1, 30.3)["verdict"] == tables.REPRODUCED
+    assert judged(30.1, 32.0)["verdict"] == tables.NOT_REPRODUCED
