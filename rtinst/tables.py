@@ -33,6 +33,9 @@ from rtinst.specs import OUR_METRIC, TableSpec, load_spec, paper_numbers, read_p
 
 REPRODUCED, NOT_REPRODUCED, WITHIN_NOISE = "reproduced", "not reproduced", "within noise"
 NO_DATA, NOT_IMPLEMENTED = "no data", "not implemented"
+# both rows of an accuracy claim come from the same trained run at this preset (e.g. input
+# sizes or backbones that exist at paper scale only): the comparison cannot be made here
+NOT_TESTABLE = "not testable at this scale"
 SCALE_NOTE = {
     "smoke": "smoke preset: a seconds-long test scale, the numbers mean nothing",
     "tiny": "tiny preset: embedded synthetic data, small backbone, CPU minutes",
@@ -129,6 +132,8 @@ def build_table(spec: TableSpec, runs: pd.DataFrame, costs: pd.DataFrame | None 
         else:
             entry["status"] = "cost only"
         entry["n_seeds"] = len(ours) if row.implemented else 0
+        entry["runs"] = (" ".join(sorted(set(group["config_hash"])))
+                         if row.implemented and group is not None and "config_hash" in group else "")
         for m in spec.metrics:
             p = paper.at[row.paper_row, m]
             entry[f"paper_{m}"] = p
@@ -210,6 +215,13 @@ def verdict(op: str, diff: float, noise: float) -> str:
     return WITHIN_NOISE
 
 
+def _same_runs(table: pd.DataFrame, a: str, b: str) -> bool:
+    if "runs" not in table:
+        return False
+    ra, rb = (table.loc[table["row"] == label, "runs"] for label in (a, b))
+    return len(ra) > 0 and len(rb) > 0 and bool(ra.iloc[0]) and ra.iloc[0] == rb.iloc[0]
+
+
 def judge_claims(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny") -> pd.DataFrame:
     """Each claim of the spec on the paper's numbers and ours, with a verdict."""
     out = []
@@ -233,6 +245,8 @@ def judge_claims(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny") -> 
             noise, basis = c.tolerance, "claim tolerance"
         scale = "paper scale (cost)" if not accuracy else preset
         v = NOT_IMPLEMENTED if not {c.a, c.b} <= implemented else verdict(c.op, oa - ob, noise)
+        if accuracy and v != NOT_IMPLEMENTED and _same_runs(table, c.a, c.b):
+            v = NOT_TESTABLE
         if v == REPRODUCED and accuracy and c.op == "~" and max(abs(oa), abs(ob)) <= noise:
             # two models that both score ~0 are "equal" without telling anything
             v, basis = WITHIN_NOISE, basis + "; both values within the noise of 0"

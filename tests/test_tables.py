@@ -166,13 +166,14 @@ def test_reproduce_smoke_end_to_end(tmp_path):
     assert "loss_box" in log and "loss_mask" in log  # YOLACT's losses, not a test toy's
 
 
-def test_equality_of_two_near_zero_scores_is_not_called_reproduced():
+def test_equality_of_near_zero_scores_or_of_one_shared_run_is_not_called_reproduced():
     spec7 = load_spec(REPO / "experiments/fastinst/table7_pos_embedding.yaml", ("tiny",))
 
-    def judged(ap_learnable, ap_sinusoidal):
+    def judged(ap_learnable, ap_sinusoidal, hashes=("aaa", "bbb")):
         runs = pd.DataFrame([{"label": label, "seed": 0, "status": "done", "error": None,
-                              **{m: v for m in spec7.metrics}}
-                             for label, v in (("learnable", ap_learnable), ("sinusoidal", ap_sinusoidal))])
+                              "config_hash": h, **{m: v for m in spec7.metrics}}
+                             for label, v, h in (("learnable", ap_learnable, hashes[0]),
+                                                 ("sinusoidal", ap_sinusoidal, hashes[1]))])
         claims = tables.judge_claims(spec7, tables.build_table(spec7, runs, None, "tiny"), "tiny")
         return claims[claims["metric"] == "ap"].iloc[0]
 
@@ -181,3 +182,5 @@ def test_equality_of_two_near_zero_scores_is_not_called_reproduced():
     assert near_zero["noise_basis"].endswith("both values within the noise of 0")
     assert judged(30.1, 30.3)["verdict"] == tables.REPRODUCED
     assert judged(30.1, 32.0)["verdict"] == tables.NOT_REPRODUCED
+    # both rows are one trained run at this preset: nothing to compare
+    assert judged(30.1, 30.1, hashes=("aaa", "aaa"))["verdict"] == tables.NOT_TESTABLE
