@@ -48,7 +48,7 @@ from rtinst.data.synthetic import GENERATION_FILE, generate_synthetic
 from rtinst.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rtinst.errors import UserError
 from rtinst.io import atomic_path, atomic_write_json
-from rtinst.models.backbones import TINY_WEIGHTS, TinyBackbone
+from rtinst.models.backbones import TINY_WEIGHTS, TinyBackbone, load_weights
 from rtinst.provenance import provenance
 
 MIN_OBJECT_SIDE = 8  # px; smaller objects carry too little shape to label a crop
@@ -216,7 +216,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool
     model = CropClassifier(dataset.num_classes)
     init = None
     if cfg.init is not None:
-        model.backbone.load_state_dict(torch.load(cfg.init, map_location="cpu", weights_only=True))
+        missing = load_weights(model.backbone, cfg.init)["missing"]
+        if missing:
+            raise UserError(f"{cfg.init}: not tiny-backbone weights (missing {missing[0]}, ...)")
         init = {"path": cfg.init, "sha256": hashlib.sha256(Path(cfg.init).read_bytes()).hexdigest()}
         card_path = Path(cfg.init).with_suffix(".json")
         if card_path.is_file():  # the previous stage's recipe travels with this one
