@@ -8,11 +8,18 @@ atomic on POSIX filesystems.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
+
+
+def file_sha256(path: str | os.PathLike) -> str | None:
+    """Hex sha256 of a file's bytes, None when there is no such file."""
+    p = Path(path)
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
 
 
 @contextlib.contextmanager

@@ -30,7 +30,6 @@ trains from scratch instead.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -47,7 +46,7 @@ from rtinst.data.coco import CocoInstanceDataset
 from rtinst.data.synthetic import GENERATION_FILE, generate_synthetic
 from rtinst.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rtinst.errors import UserError
-from rtinst.io import atomic_path, atomic_write_json
+from rtinst.io import atomic_path, atomic_write_json, file_sha256
 from rtinst.models.backbones import TINY_WEIGHTS, TinyBackbone, load_weights
 from rtinst.provenance import provenance
 
@@ -219,7 +218,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool
         missing = load_weights(model.backbone, cfg.init)["missing"]
         if missing:
             raise UserError(f"{cfg.init}: not tiny-backbone weights (missing {missing[0]}, ...)")
-        init = {"path": cfg.init, "sha256": hashlib.sha256(Path(cfg.init).read_bytes()).hexdigest()}
+        init = {"path": cfg.init, "sha256": file_sha256(cfg.init)}
         card_path = Path(cfg.init).with_suffix(".json")
         if card_path.is_file():  # the previous stage's recipe travels with this one
             init["card"] = json.loads(card_path.read_text())
@@ -261,7 +260,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool
         "held_out_accuracy": history[-1]["held_out_accuracy"],
         "held_out_accuracy_by_crop": history[-1]["held_out_accuracy_by_crop"],
         "num_classes": dataset.num_classes,
-        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "history": history,
+        "sha256": file_sha256(out), "history": history,
         "provenance": provenance(),
     }
     atomic_write_json(out.with_suffix(".json"), card)

@@ -12,9 +12,6 @@ before spending a 10-minute training on it.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
@@ -100,7 +97,8 @@ def detection_scale_probe(backbone_cfg: BackboneConfig, data_cfg: DataConfig,
                           train_images: int = 400, val_images: int = 200) -> dict:
     """Probe accuracy per level and for all levels concatenated (see the module docstring)."""
     from rtinst.data.build import build_dataset, build_transforms, collate_fn
-    from rtinst.models.backbones import build_backbone, resolve_pretrained
+    from rtinst.engine.train import init_source_record
+    from rtinst.models.backbones import build_backbone
 
     backbone = build_backbone(backbone_cfg)
     collate = collate_fn(data_cfg)
@@ -119,13 +117,12 @@ def detection_scale_probe(backbone_cfg: BackboneConfig, data_cfg: DataConfig,
         clf = fit_linear(xt, y_tr, num_classes)
         with torch.no_grad():
             result[name] = _accuracies(clf(xv).argmax(1) == y_va, area_va)
-    weights = resolve_pretrained(backbone_cfg)
+    init = init_source_record(backbone.init_source)
     return {
         "what": "linear probe: mask-averaged frozen backbone features of GT objects in full "
                 "images -> class; accuracy on val objects per level and area bucket",
-        "backbone": backbone_cfg.name, "init": getattr(backbone, "init_source", "scratch"),
-        "weights_sha256": (hashlib.sha256(Path(weights).read_bytes()).hexdigest()
-                           if weights is not None and Path(weights).is_file() else None),
+        "backbone": backbone_cfg.name, "init": init["backbone_init"],
+        "weights_sha256": init["backbone_init_sha256"],
         "train_objects": len(y_tr), "val_objects": len(y_va), "chance": round(1 / num_classes, 4),
         "accuracy": result,
     }

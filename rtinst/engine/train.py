@@ -9,7 +9,6 @@ the same folder resumes from the checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import traceback
@@ -27,7 +26,7 @@ from rtinst.engine.checkpoint import load_checkpoint
 from rtinst.engine.loop import TrainingDiverged, snapshot_name, train_loop
 from rtinst.errors import UserError
 from rtinst.experiments import RunRecord, write_record
-from rtinst.io import atomic_write_json
+from rtinst.io import atomic_write_json, file_sha256
 from rtinst.models import build_model
 from rtinst.provenance import provenance
 
@@ -59,15 +58,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _sha256(path: str | Path) -> str | None:
-    p = Path(path)
-    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
-
-
 def backbone_init(model: torch.nn.Module) -> dict[str, Any]:
     """Where the backbone's initial weights came from, with the file's hash."""
-    source = getattr(getattr(model, "backbone", None), "init_source", None)
-    sha = _sha256(source) if source else None
+    return init_source_record(getattr(getattr(model, "backbone", None), "init_source", None))
+
+
+def init_source_record(source: str | None) -> dict[str, Any]:
+    """A backbone's ``init_source`` (a weights file or "scratch") with the file's sha256."""
+    sha = file_sha256(source) if source else None
     if sha and Path(source).resolve().is_relative_to(Path.cwd()):
         source = str(Path(source).resolve().relative_to(Path.cwd()))  # machine-independent
     return {"backbone_init": source, "backbone_init_sha256": sha}
