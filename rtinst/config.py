@@ -241,9 +241,11 @@ class TrainConfig:
     amp: bool = True  # CUDA only; ignored on CPU
     checkpoint_period: int = field(default=1000, metadata=_min(1, hash=False))
     log_period: int = field(default=20, metadata=_min(1, hash=False))
-    # Save the weights after these many minutes of training; each snapshot is evaluated at
-    # the end of the run, giving the AP-vs-minutes curve (curve.json) of a tiny run.
+    # Save the weights after these many minutes / iterations of training; each snapshot is
+    # evaluated at the end of the run, giving the AP-vs-minutes curve (curve.json) of a tiny
+    # run. Iteration snapshots give the same curve points whatever the machine's load.
     snapshot_minutes: list[float] = field(default_factory=list, metadata=NOT_HASHED)
+    snapshot_iters: list[int] = field(default_factory=list, metadata=NOT_HASHED)
 
 
 @dataclass

@@ -108,6 +108,18 @@ def test_snapshots_give_an_ap_vs_minutes_curve(smoke_cfg, tmp_path):
     snap = torch.load(run_dir / "checkpoints" / "snapshot_0min.pt", weights_only=True)
     assert snap["iteration"] == 1 and "optimizer" not in snap
     assert not (run_dir / "snapshot_results.json").exists()
+
+
+def test_iteration_snapshots_join_the_curve_in_training_order(smoke_cfg, tmp_path):
+    smoke_cfg.train.snapshot_minutes = [1000.0]  # never reached
+    smoke_cfg.train.snapshot_iters = [4, 2, 6, 50]  # 6 = the last step (the final point); 50: never
+    run_dir = tmp_path / "run"
+    record = train_mod.run_training(smoke_cfg, run_dir, progress=False)
+    curve = json.loads((run_dir / "curve.json").read_text())
+    assert [p["iteration"] for p in curve["points"]] == [2, 4, 6]
+    assert curve["points"][-1]["ap"] == record.metrics["ap"]
+    snap = torch.load(run_dir / "checkpoints" / "snapshot_2it.pt", weights_only=True)
+    assert snap["iteration"] == 2
     # the final model's results are the ones left in the run folder
     results = json.loads((run_dir / "coco_segm_results.json").read_text())
     assert len(results) == record.metrics["num_detections"]

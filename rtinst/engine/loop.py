@@ -110,8 +110,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def snapshot_name(minutes: float) -> str:
-    return f"snapshot_{minutes:g}min.pt"
+def snapshot_name(minutes: float | None = None, iteration: int | None = None) -> str:
+    """File name of the snapshot taken after ``minutes`` of training or at ``iteration``."""
+    return f"snapshot_{minutes:g}min.pt" if iteration is None else f"snapshot_{iteration}it.pt"
 
 
 def train_loop(
@@ -172,6 +173,7 @@ def train_loop(
 
     snapshots = run_dir / "checkpoints"
     pending = sorted(m for m in cfg.snapshot_minutes if not (snapshots / snapshot_name(m)).is_file())
+    pending_iters = set(cfg.snapshot_iters)
 
     t0 = time.perf_counter()
     budget = cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
@@ -208,6 +210,10 @@ def train_loop(
             elapsed = elapsed_before + time.perf_counter() - t0
             while rank == 0 and pending and elapsed >= pending[0] * 60:
                 save_checkpoint(snapshots / snapshot_name(pending.pop(0)),
+                                model=_unwrap(train_model).state_dict(), iteration=it,
+                                train_seconds=elapsed)
+            if rank == 0 and it in pending_iters:
+                save_checkpoint(snapshots / snapshot_name(iteration=it),
                                 model=_unwrap(train_model).state_dict(), iteration=it,
                                 train_seconds=elapsed)
             if it % cfg.checkpoint_period == 0:

@@ -99,18 +99,20 @@ CURVE_KEYS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")
 def evaluate_snapshots(model: torch.nn.Module, cfg: RunConfig, val_set, run_dir: Path,
                        device: torch.device, final: dict[str, Any], summary: dict[str, Any],
                        progress: bool = True) -> Path:
-    """AP of every ``train.snapshot_minutes`` snapshot plus the final model -> ``curve.json``.
+    """AP of every ``train.snapshot_minutes`` / ``snapshot_iters`` snapshot plus the final
+    model -> ``curve.json``, in order of training time.
 
     The final weights are restored in ``model`` afterwards; snapshot results files are removed
     (only the final run's ``coco_segm_results.json`` is kept).
     """
     final_state = {k: v.clone() for k, v in model.state_dict().items()}
     points = []
-    for minutes in sorted(cfg.train.snapshot_minutes):
-        path = run_dir / "checkpoints" / snapshot_name(minutes)
-        if not path.is_file():  # the run ended (max_iters) before this many minutes
-            continue
-        state = load_checkpoint(path)
+    names = {snapshot_name(m) for m in cfg.train.snapshot_minutes}
+    names |= {snapshot_name(iteration=i) for i in cfg.train.snapshot_iters}
+    # a snapshot is missing when the run ended (max_iters, max_minutes) before it
+    states = [load_checkpoint(p) for n in names if (p := run_dir / "checkpoints" / n).is_file()]
+    states = [s for s in states if s["iteration"] < summary["iterations"]]  # final one follows
+    for state in sorted(states, key=lambda s: s["iteration"]):
         model.load_state_dict(state["model"])
         metrics = evaluate_run(model, cfg, val_set, run_dir, device, progress,
                                results_name="snapshot_results.json", with_tide=False)
@@ -178,7 +180,7 @@ def run_training(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> 
                    step_time_s=summary["step_time_s"])
     record.artifacts = {"results": "coco_segm_results.json", "train_log": "train_log.jsonl",
                         "checkpoint": "checkpoints/last.pt", "config": "config.yaml"}
-    if cfg.train.snapshot_minutes:
+    if cfg.train.snapshot_minutes or cfg.train.snapshot_iters:
         evaluate_snapshots(model, cfg, val_set, run_dir, device, metrics, summary, progress)
         record.artifacts["curve"] = "curve.json"
     write_record(record.finish(metrics), run_dir)
