@@ -34,35 +34,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import json
 import os
 import shutil
 import statistics
 import subprocess
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from rtinst.config import RunConfig, config_hash
+from rtinst.costs import DEFAULT_COST_SECONDS, cost_key, measure_cost, read_cost
 from rtinst.errors import UserError
+from rtinst.executors import Executor
 from rtinst.experiments import RECORD_NAME, RunRecord, read_record, run_dir_for, write_record
-from rtinst.io import atomic_write_json
+from rtinst.external import build_detector, model_builder
+from rtinst.notebook_exec import execute_notebook
 from rtinst.specs import (
     REPO_ROOT, TableSpec, cost_size, row_base, row_config, row_overrides, trained_row,
 )
 
 RUN_NOTEBOOK = REPO_ROOT / "notebooks" / "run.ipynb"
-EXECUTORS = ("local", "inline", "submitit")
 # Seconds per run when no finished record of the same model and preset exists yet.
 DEFAULT_RUN_SECONDS = {"smoke": 20.0, "tiny": 11 * 60.0, "coco": 2 * 86400.0, "custom": 11 * 60.0}
-DEFAULT_COST_SECONDS = 20.0
 LOCK_NAME = ".lock"
-# "path/to/file.py:factory" or "package.module:factory": builds every detector of a sweep
-# instead of rtinst.models.build_model (tests register a toy detector this way; it reaches
-# the papermill kernels and pool workers through the environment).
-BUILD_MODEL_ENV = "RTINST_BUILD_MODEL"
 
 
 # ------------------------------------------------------------------------------- plan
@@ -135,10 +130,6 @@ class Plan:
     def cost_for(self, spec_id: str, label: str) -> CostJob | None:
         key = next((r.cost for r in self.rows if r.spec == spec_id and r.label == label and r.cost), None)
         return self.costs.get(key) if key else None
-
-
-def cost_key(cfg: RunConfig, size: tuple[int, int]) -> str:
-    return f"{cfg.model.name}-{config_hash(cfg.model)}-{size[0]}x{size[1]}"
 
 
 def _data_root_override(cfg: RunConfig, data_root: str | None) -> list[str]:
@@ -225,13 +216,6 @@ def run_status(run_dir: str | Path) -> str:
         return "missing"
 
 
-def read_cost(path: str | Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def pending_runs(plan: Plan, force: bool = False, retry_failed: bool = False) -> list[RunJob]:
     todo = []
     for job in plan.runs.values():
@@ -309,33 +293,6 @@ def estimate(plan: Plan, runs: list[RunJob], costs: list[CostJob], workers: int 
 
 
 # -------------------------------------------------------------------------- execution
-
-
-def model_builder() -> Callable | None:
-    """The detector factory named by $RTINST_BUILD_MODEL, or None (rtinst's own models)."""
-    spec = os.environ.get(BUILD_MODEL_ENV)
-    if not spec:
-        return None
-    import importlib
-    import importlib.util
-
-    target, _, name = spec.rpartition(":")
-    if target.endswith(".py"):
-        mod_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(target)
-    return getattr(module, name)
-
-
-def _build_model(model_cfg):
-    builder = model_builder()
-    if builder is not None:
-        return builder(model_cfg)
-    from rtinst.models import build_model
-
-    return build_model(model_cfg)
 
 
 @contextlib.contextmanager
@@ -433,7 +390,7 @@ def run_one(base_config: str, overrides: list[str], run_dir: str | Path,
             from rtinst.engine import train
 
             if model_builder() is not None:
-                train.build_model = _build_model
+                train.build_model = build_detector
             record = train.run_training(cfg, run_dir, progress=progress)
     except Exception as e:  # Ctrl-C is not a failure: the run stays resumable
         _ensure_failed_record(base_config, overrides, run_dir, _failure_reason(e))
@@ -444,75 +401,11 @@ def run_one(base_config: str, overrides: list[str], run_dir: str | Path,
     return record
 
 
-_WARM_KERNELS: dict[tuple, Any] = {}  # (kernel, cwd, env) -> a started kernel manager
-
-
-def shutdown_kernels() -> None:
-    from jupyter_core.utils import run_sync
-
-    for km in list(_WARM_KERNELS.values()):
-        with contextlib.suppress(Exception):
-            run_sync(km.shutdown_kernel)(now=True)
-    _WARM_KERNELS.clear()
-
-
-def execute_notebook(input_path: str | Path, output_path: str | Path, parameters: dict,
-                     warm: bool = True, cwd: str | Path | None = None) -> None:
-    """papermill-execute ``input_path`` into ``output_path`` (written even when a cell fails).
-
-    ``warm``: reuse this process's kernel across notebooks (started on first use, restarted
-    if it died), so each notebook after the first skips the kernel start and the torch /
-    pandas imports - the per-run papermill overhead drops from seconds to a fraction. Every
-    notebook sets all of its variables from its parameters cell, so nothing leaks across.
-    """
-    import papermill
-    from papermill.clientwrap import PapermillNotebookClient
-    from papermill.engines import NBClientEngine, papermill_engines
-
-    class WarmKernelEngine(NBClientEngine):
-        @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
-                                     stderr_file=None, start_timeout=60, execution_timeout=None,
-                                     **kwargs):
-            from jupyter_core.utils import run_sync
-            from papermill.engines import logger
-
-            # A kernel keeps the environment and folder it started with: reuse it only for
-            # the same ones (else start a fresh kernel and retire the old one).
-            key = (kernel_name, os.getcwd(), os.environ.get(BUILD_MODEL_ENV),
-                   os.environ.get("CUDA_VISIBLE_DEVICES"))
-            km = _WARM_KERNELS.get(key)
-            if km is None and _WARM_KERNELS:
-                shutdown_kernels()
-            if km is not None and not run_sync(km.is_alive)():
-                _WARM_KERNELS.pop(key)
-                km = None
-            client = PapermillNotebookClient(
-                nb_man, km=km, timeout=execution_timeout, startup_timeout=start_timeout,
-                kernel_name=kernel_name, log=logger, log_output=log_output,
-                stdout_file=stdout_file, stderr_file=stderr_file)
-            try:
-                return client.execute(cleanup_kc=False)
-            finally:
-                if client.km is not None:
-                    if not _WARM_KERNELS:
-                        import atexit
-
-                        atexit.register(shutdown_kernels)
-                    _WARM_KERNELS[key] = client.km
-                if client.kc is not None:
-                    client.kc.stop_channels()
-
-    if warm and "rtinst-warm" not in papermill_engines._engines:
-        papermill_engines.register("rtinst-warm", WarmKernelEngine)
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # papermill: output name not *.ipynb (a temp)
-        papermill.execute_notebook(str(input_path), str(output_path), parameters=parameters,
-                                   kernel_name="python3", progress_bar=False, log_output=False,
-                                   cwd=str(cwd or os.getcwd()),
-                                   engine_name="rtinst-warm" if warm else None)
+def _safe_cost(job: dict) -> dict:
+    try:
+        return measure_cost(job)
+    except Exception as e:  # noqa: BLE001 - a model that cannot be built is reported, not fatal
+        return {"key": job["key"], "status": "failed", "error": _failure_reason(e)}
 
 
 def _run_notebook(job: dict, run_dir: Path, warm: bool = True) -> None:
@@ -560,132 +453,6 @@ def execute_run(job: dict, via_notebook: bool = True, fresh: bool = False) -> di
             error = read_record(run_dir).error or error
         return {"hash": job["config_hash"], "status": status, "error": error,
                 "seconds": time.time() - t0}
-
-
-def measure_cost(job: dict) -> dict:
-    """FLOPs and parameters (and latency / per-module breakdown when asked) of one model at
-    paper scale, random weights, batch 1; cached as JSON. Latency is labelled CPU or GPU."""
-    import warnings
-
-    import torch
-
-    from rtinst.config import load_config
-    from rtinst.engine.bench import count_flops, count_params, measure_latency, module_breakdown
-    from rtinst.provenance import provenance
-
-    path = Path(job["path"])
-    remove_stale_tmp_for(path)
-    data = {} if job.get("force") else read_cost(path) or {}
-    t0 = time.time()
-    cfg = load_config(job["base_config"], job["overrides"])
-    torch.manual_seed(0)
-    model = _build_model(cfg.model).eval()
-    image = torch.randn(1, 3, *job["input_size"])
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if "gflops" not in data:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings from data-dependent post-processing
-            report = count_flops(model, image)
-        data.update(gflops=report.gflops, params_m=count_params(model)["total_M"],
-                    convention=report.convention, uncounted_ops=report.uncounted_ops,
-                    input_size=list(job["input_size"]), model=cfg.model.name,
-                    overrides=job["overrides"], provenance=provenance(device))
-    if job.get("latency") and "latency_ms" not in data:
-        rec = measure_latency(model, image, device=device, warmup=3, iters=10, progress=False)
-        data.update(latency_ms=rec.mean_ms, fps=rec.fps, latency_kind=rec.kind,
-                    latency_hardware=rec.provenance.get("hardware"))
-    if job.get("breakdown") and "breakdown" not in data:
-        parts = {n: n for n, _ in model.named_children() if "criterion" not in n and "loss" not in n}
-        rec = module_breakdown(model, image, modules=parts, device=device, warmup=2, iters=5,
-                               progress=False)
-        data["breakdown"] = {"kind": rec.kind, "total_ms": rec.total_ms, "ms": rec.parts_ms,
-                             "pct": rec.parts_pct, "hardware": rec.provenance.get("hardware")}
-    data["seconds"] = data.get("seconds", 0.0) + time.time() - t0
-    atomic_write_json(path, data)
-    return {"key": job["key"], "status": "done", "seconds": time.time() - t0}
-
-
-def remove_stale_tmp_for(path: Path) -> None:
-    for p in path.parent.glob(f".{path.name}.*.tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-
-
-def _safe_cost(job: dict) -> dict:
-    try:
-        return measure_cost(job)
-    except Exception as e:  # noqa: BLE001 - a model that cannot be built is reported, not fatal
-        return {"key": job["key"], "status": "failed", "error": _failure_reason(e)}
-
-
-# -------------------------------------------------------------------------- executors
-
-
-def _worker_init(parent: int, threads: int | None) -> None:
-    """Pool workers exit when the sweep that started them dies (kill -9 included), so a
-    resumed sweep never races an orphan; their papermill kernels follow (ipykernel polls its
-    parent too). With several workers on one machine each gets its share of the CPU threads
-    (inherited by its kernels) instead of all of them fighting over every core."""
-    if threads and "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-
-    def loop():
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=loop, daemon=True).start()
-
-
-class _InlineFuture:
-    def __init__(self, fn: Callable, args: tuple):
-        self._fn, self._args, self._value = fn, args, None
-        self._ran = False
-
-    def done(self) -> bool:
-        return True
-
-    def result(self) -> Any:
-        if not self._ran:
-            self._value, self._ran = self._fn(*self._args), True
-        return self._value
-
-
-class Executor:
-    """``submit(fn, *args)`` -> an object with ``done()`` and ``result()``."""
-
-    def __init__(self, kind: str = "local", workers: int = 1, folder: str | Path = "results/submitit",
-                 submitit_params: dict | None = None):
-        if kind not in EXECUTORS:
-            raise UserError(f"--executor: unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
-        self.kind, self.workers = kind, max(1, int(workers))
-        self._pool = None
-        if kind == "local":
-            import concurrent.futures
-            import multiprocessing
-
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_init,
-                initargs=(os.getpid(), max(1, (os.cpu_count() or 1) // self.workers) if self.workers > 1 else None))
-        elif kind == "submitit":
-            import submitit
-
-            params = dict(submitit_params or {})
-            cluster = params.pop("cluster", None)
-            self._pool = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
-            params.setdefault("timeout_min", 60 * 24)
-            self._pool.update_parameters(**params)
-
-    def submit(self, fn: Callable, *args: Any):
-        if self.kind == "inline":
-            return _InlineFuture(fn, args)
-        return self._pool.submit(fn, *args)
-
-    def shutdown(self) -> None:
-        if self.kind == "local" and self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ------------------------------------------------------------------------------ sweep

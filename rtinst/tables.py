@@ -79,7 +79,7 @@ def _cost_row(data: dict) -> dict:
 
 def collect_costs(spec: TableSpec, plan) -> pd.DataFrame:
     """One row per implemented table row: the cached paper-scale cost measurement."""
-    from rtinst.sweep import read_cost
+    from rtinst.costs import read_cost
 
     rows = []
     for row in spec.implemented_rows:

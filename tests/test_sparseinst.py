@@ -192,7 +192,7 @@ def test_group_iam_really_grouped(groups):
 
 
 def test_group_iam_aggregation_concatenates_each_instance_groups():
-    n, g, width = 5, 4, 32
+    n, g, width = 5, 4, 32  # width: small_cfg's decoder_width
     branch = IAMInstanceBranch(small_cfg(iam_groups=g, num_masks=n), 34).eval()
     seen = {}
     branch.iam_conv.register_forward_hook(lambda m, i, o: seen.update(logits=o, f=i[0]))
@@ -204,6 +204,7 @@ def test_group_iam_aggregation_concatenates_each_instance_groups():
     for inst in (0, 3):
         expected = torch.cat([(weights[:, gi * n + inst, None] * feats).sum(-1) for gi in range(g)], -1)
         assert torch.allclose(seen["z"][:, inst], expected, atol=1e-5)
+    assert seen["z"].shape == (2, n, g * width)  # each instance: its G group features side by side
     assert out["iam"].shape == (2, n, g, 6, 7)
     assert out["logits"].shape == (2, n, 5) and out["objectness"].shape == (2, n)
 

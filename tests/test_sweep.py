@@ -14,8 +14,9 @@ import pytest
 import _sweep_toy as toy
 from rtinst.experiments import RunRecord, read_record, write_record
 from rtinst.specs import load_spec
+from rtinst.executors import Executor
 from rtinst.sweep import (
-    Executor, estimate, execute_run, pending_costs, pending_runs, plan_sweep, run_sweep,
+    estimate, execute_run, pending_costs, pending_runs, plan_sweep, run_sweep,
 )
 
 REPO = Path(__file__).resolve().parents[1]

@@ -39,7 +39,7 @@ def render_html(notebook: Path, html: Path) -> None:
 def _execute(nb_in: Path, nb_out: Path, params: dict) -> str | None:
     """Execute one notebook (warm kernel); returns the error, or None."""
     from rtinst.io import atomic_path
-    from rtinst.sweep import execute_notebook
+    from rtinst.notebook_exec import execute_notebook
 
     nb_out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(nb_out) as tmp:
@@ -102,7 +102,7 @@ def reproduce(args: argparse.Namespace) -> int:
     if err:
         errors["summary"] = err
     render_html(summary_nb, results / "summary.html")
-    from rtinst.sweep import shutdown_kernels
+    from rtinst.notebook_exec import shutdown_kernels
 
     shutdown_kernels()
     page = tables.claims_page(tables.load_saved(results, args.preset), args.preset)
