@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rtinst.cli import main
+from rtinst.errors import UserError
 from rtinst.data.transforms import collate
 from rtinst.engine.probe import LEVELS, fit_linear, pooled_object_features
 
@@ -78,3 +79,57 @@ def test_probe_of_missing_weights_fails_in_one_line(tmp_path, capsys):
                  "--weights", str(missing)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {missing}: backbone weights file not found"
+
+
+class _TwoStage(torch.nn.Module):
+    """stem -> (list of two maps) -> head; the head's output is not a map."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 1)
+        self.pyramid = _Pyramid()
+
+    def forward(self, x):
+        return self.pyramid(self.stem(x))[0].mean()
+
+
+class _Pyramid(torch.nn.Module):
+    def forward(self, x):
+        return [x, None, {"coarse": x[..., ::2, ::2], "vector": x.flatten(1)}]
+
+
+def test_stage_features_name_every_map_a_stage_produces():
+    from rtinst.engine.probe import StageFeatures
+    model = _TwoStage()
+    extract = StageFeatures(model, ("stem", "pyramid"))
+    maps = extract(torch.zeros(2, 3, 8, 8))
+    assert sorted(maps) == ["pyramid[0]", "pyramid[2].coarse", "stem"]
+    assert maps["pyramid[2].coarse"].shape == (2, 4, 4, 4)
+    extract.close()
+    assert extract(torch.zeros(1, 3, 8, 8)) == {}  # hooks removed
+
+
+def test_stage_features_unknown_stage_names_the_closest_module():
+    from rtinst.engine.probe import StageFeatures
+    with pytest.raises(UserError, match=r"probe stage 'pyramd': _TwoStage has no such submodule "
+                                        r"\(did you mean 'pyramid'\?\)"):
+        StageFeatures(_TwoStage(), ("pyramd",))
+
+
+def test_run_probe_cli_probes_each_stage_of_a_trained_run(tmp_path, capsys):
+    from rtinst.config import load_config
+    from rtinst.engine.train import run_training
+    cfg = load_config("rtinst/configs/sparseinst/smoke.yaml", [
+        f"data.root={tmp_path / 'data'}", "model.backbone.pretrained=none", "eval.tide=false"])
+    run_training(cfg, tmp_path / "run", progress=False)
+    out = tmp_path / "probe.json"
+    assert main(["bench", "probe", "--run", str(tmp_path / "run"), "--train-images", "8",
+                 "--val-images", "6", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["model"] == "sparseinst" and record["val_objects"] > 0
+    assert set(record["accuracy"]) == {"backbone.res3", "backbone.res4", "backbone.res5", "encoder",
+                                       "decoder.inst_branch.convs", "decoder.mask_branch.convs"}
+    assert all(0.0 <= a["all"] <= 1.0 for a in record["accuracy"].values())
+    assert "decoder.inst_branch.convs" in capsys.readouterr().out
+    assert main(["bench", "probe", "--run", str(tmp_path / "run"), "--weights", "x.pt"]) == 2
+    assert "drop --weights" in capsys.readouterr().err

@@ -213,6 +213,8 @@ def _probe(args: argparse.Namespace) -> int:
     from rtinst.io import atomic_write_json
     from rtinst.provenance import provenance
 
+    if args.run:
+        return _run_probe(args)
     overrides = list(args.override or [])
     if args.weights:
         overrides.append(f"model.backbone.pretrained={args.weights}")
@@ -226,6 +228,28 @@ def _probe(args: argparse.Namespace) -> int:
                                                    for b in buckets] for name in (*LEVELS, "all_levels")]))
     if args.out:
         atomic_write_json(args.out, {**record, "config": args.config, "provenance": provenance("cpu")})
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _run_probe(args: argparse.Namespace) -> int:
+    from rtinst.engine.probe import run_stage_probe
+    from rtinst.io import atomic_write_json
+    from rtinst.provenance import provenance
+
+    if args.weights or args.override:
+        raise UserError("bench probe --run probes the run's own weights and config: "
+                        "drop --weights / -o")
+    stages = tuple(s for s in args.stages.split(",") if s) if args.stages else None
+    record = run_stage_probe(args.run, stages, args.train_images, args.val_images, args.data_root)
+    acc = record["accuracy"]
+    buckets = ["all", "small", "medium", "large"]
+    print(f"{record['run']} ({record['model']}): {record['train_objects']} train / "
+          f"{record['val_objects']} val objects, chance {record['chance']:.2f}")
+    print(_table(["features"] + buckets, [[name] + ["-" if acc[name][b] is None else f"{acc[name][b]:.3f}"
+                                                   for b in buckets] for name in acc]))
+    if args.out:
+        atomic_write_json(args.out, {**record, "provenance": provenance("cpu")})
         print(f"wrote {args.out}")
     return 0
 
@@ -286,15 +310,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_nms_ablation)
 
-    p = sub.add_parser("probe", help="linear probe of a backbone init at detection scale",
+    p = sub.add_parser("probe", help="linear probe of a backbone init (or a trained run) at "
+                       "detection scale",
                        description="Fit a linear classifier on the mask-averaged frozen backbone "
                        "features of the GT objects of full train images and score it on val "
                        "objects (per level, per COCO area bucket): how much class information the "
-                       "initialization gives the detection heads at the objects' own sizes.")
+                       "initialization gives the detection heads at the objects' own sizes. "
+                       "With --run: the same probe on a trained run's feature maps, stage by "
+                       "stage (backbone, neck, head branches), on the run's own data.")
     p.add_argument("--config", default="rtinst/configs/yolact/tiny.yaml",
                    help="run config: its backbone and data (default: the YOLACT tiny preset)")
     add_override_argument(p)
     p.add_argument("--weights", help="backbone weights to probe (default: the config's pretrained)")
+    p.add_argument("--run", metavar="RUN_DIR", help="probe a trained run's stages instead")
+    p.add_argument("--stages", help="with --run: comma-separated module paths (default per "
+                   "model, e.g. backbone,encoder,decoder.inst_branch.convs for SparseInst)")
+    p.add_argument("--data-root", help="with --run: replaces the run's data.root")
     p.add_argument("--train-images", type=int, default=400, help="images for fitting (default 400)")
     p.add_argument("--val-images", type=int, default=200, help="images for scoring (default 200)")
     p.add_argument("--out", metavar="FILE.json", help="also write the record as JSON")

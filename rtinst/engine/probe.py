@@ -8,6 +8,11 @@ each GT object's feature is the average of a level's features over its mask, and
 overall and per COCO area bucket. It found that 64 px crop pretraining transferred badly to
 the large objects (see rtinst/engine/pretrain.py) and is how a new backbone recipe is judged
 before spending a 10-minute training on it.
+
+:func:`run_stage_probe` asks the same question of a *trained* run, stage by stage (backbone
+levels, then the model's neck and head feature maps): where along the network the class
+information the classifier needs is kept, gained or lost by fine-tuning. Comparing its
+backbone rows with the initialization's probe shows whether training eroded the pretraining.
 """
 
 from __future__ import annotations
@@ -15,38 +20,52 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+import difflib
+from pathlib import Path
+from typing import Any, Callable
+
 from rtinst.config import BackboneConfig, DataConfig
 from rtinst.errors import UserError
 
 LEVELS = ("res3", "res4", "res5")
+# Feature maps probed by default in a trained run of each model (module paths; each module
+# runs once per forward). Backbones give res3-res5; lists/dicts of maps give one row per map.
+RUN_STAGES: dict[str, tuple[str, ...]] = {
+    "yolact": ("backbone", "fpn", "protonet"),
+    "sparseinst": ("backbone", "encoder", "decoder.inst_branch.convs", "decoder.mask_branch.convs"),
+    "fastinst": ("backbone", "pixel_decoder"),
+}
 # COCO's area buckets, in pixels at the image size the backbone sees
 BUCKETS = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, float("inf"))}
 
 
 @torch.no_grad()  # not inference_mode: the probe fits on these tensors with autograd
-def pooled_object_features(backbone: torch.nn.Module, dataset, collate, num_images: int,
-                           batch_size: int = 8) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+def pooled_object_features(extract: Callable[[torch.Tensor], dict[str, torch.Tensor]], dataset,
+                           collate, num_images: int, batch_size: int = 8,
+                           ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Mask-averaged features of every GT object of the first ``num_images`` images.
 
-    Returns ({level: (N, C)}, labels (N,), mask areas in px (N,)).
+    ``extract(images)`` returns named (B, C, h, w) maps (a backbone: res3-res5).
+    Returns ({name: (N, C)}, labels (N,), mask areas in px (N,)).
     """
-    backbone.eval()
-    feats: dict[str, list[torch.Tensor]] = {k: [] for k in LEVELS}
+    if isinstance(extract, torch.nn.Module):
+        extract.eval()
+    feats: dict[str, list[torch.Tensor]] = {}
     labels, areas = [], []
     n = min(num_images, len(dataset))
     for start in range(0, n, batch_size):
         batch = collate([dataset[i] for i in range(start, min(start + batch_size, n))])
-        levels = backbone(batch.images)
+        levels = extract(batch.images)
         for i, target in enumerate(batch.targets):
             masks = target["masks"].float()
             if len(masks) == 0:
                 continue
-            for name in LEVELS:
-                fmap = levels[name][i]
+            for name, level in levels.items():
+                fmap = level[i]
                 # fraction of each feature cell covered by the mask -> weights summing to 1
                 cover = F.adaptive_avg_pool2d(masks[None], fmap.shape[-2:])[0]
                 weights = cover / cover.sum((1, 2), keepdim=True).clamp(min=1e-6)
-                feats[name].append(torch.einsum("nhw,chw->nc", weights, fmap))
+                feats.setdefault(name, []).append(torch.einsum("nhw,chw->nc", weights, fmap.float()))
             labels.append(target["labels"])
             areas.append(masks.sum((1, 2)))
     if not labels:
@@ -125,4 +144,89 @@ def detection_scale_probe(backbone_cfg: BackboneConfig, data_cfg: DataConfig,
         "weights_sha256": init["backbone_init_sha256"],
         "train_objects": len(y_tr), "val_objects": len(y_va), "chance": round(1 / num_classes, 4),
         "accuracy": result,
+    }
+
+
+def _maps(name: str, output: Any) -> dict[str, torch.Tensor]:
+    """The 4-D feature maps in a module's output, named ``name``, ``name.key`` or ``name[i]``."""
+    if isinstance(output, torch.Tensor):
+        return {name: output} if output.dim() == 4 else {}
+    items = output.items() if isinstance(output, dict) else enumerate(output) \
+        if isinstance(output, (list, tuple)) else ()
+    maps: dict[str, torch.Tensor] = {}
+    for key, value in items:
+        sub = f"{name}.{key}" if isinstance(key, str) else f"{name}[{key}]"
+        if value is not None:
+            maps.update(_maps(sub, value))
+    return maps
+
+
+class StageFeatures:
+    """``extract(images)`` for :func:`pooled_object_features`: runs the whole model in eval
+    mode and returns the maps that the named submodules produced on the way."""
+
+    def __init__(self, model: torch.nn.Module, stages: tuple[str, ...]):
+        self.model, self.maps = model.eval(), {}
+        names = [n for n, _ in model.named_modules() if n]
+        self.hooks = []
+        for path in stages:
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                close = difflib.get_close_matches(path, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UserError(f"probe stage {path!r}: {type(model).__name__} has no such "
+                                f"submodule{hint}") from None
+            self.hooks.append(module.register_forward_hook(self._keep(path)))
+
+    def _keep(self, path: str) -> Callable:
+        def hook(module, inputs, output):
+            self.maps.update(_maps(path, output))
+        return hook
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.maps = {}
+        self.model(images)
+        return dict(self.maps)
+
+    def close(self) -> None:
+        for h in self.hooks:
+            h.remove()
+
+
+def run_stage_probe(run_dir: str | Path, stages: tuple[str, ...] | None = None,
+                    train_images: int = 400, val_images: int = 200,
+                    data_root: str | Path | None = None) -> dict:
+    """Linear probe of a trained run's feature maps, stage by stage (see the module docstring).
+
+    The probe is fitted on the GT objects of the run's train split (test-time resizing, no
+    augmentation) and scored on its val split; ``stages`` are module paths (default
+    :data:`RUN_STAGES` of the run's model).
+    """
+    from rtinst.data.build import build_dataset, build_transforms, collate_fn
+    from rtinst.engine.restore import load_run
+
+    run = load_run(run_dir, data_root)
+    model_name = run.cfg.model.name
+    stages = tuple(stages or RUN_STAGES.get(model_name, ("backbone",)))
+    extract = StageFeatures(run.model, stages)
+    collate = collate_fn(run.cfg.data)
+    train = build_dataset(run.cfg.data, "train", progress=False)
+    train.transforms = build_transforms(run.cfg.data, train=False)
+    try:
+        x_tr, y_tr, _ = pooled_object_features(extract, train, collate, train_images)
+        x_va, y_va, area_va = pooled_object_features(extract, run.val_set, collate, val_images)
+    finally:
+        extract.close()
+    result = {}
+    for name in x_tr:
+        clf = fit_linear(x_tr[name], y_tr, train.num_classes)
+        with torch.no_grad():
+            result[name] = _accuracies(clf(x_va[name]).argmax(1) == y_va, area_va)
+    return {
+        "what": "linear probe of a trained run: mask-averaged features of GT objects at each "
+                "stage -> class; accuracy on val objects per stage and area bucket",
+        "run": str(run_dir), "model": model_name, "config_hash": run.record.config_hash,
+        "stages": list(stages), "train_objects": len(y_tr), "val_objects": len(y_va),
+        "chance": round(1 / train.num_classes, 4), "accuracy": result,
     }
