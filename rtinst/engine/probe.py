@@ -17,12 +17,12 @@ backbone rows with the initialization's probe shows whether training eroded the 
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 import difflib
 from pathlib import Path
 from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
 
 from rtinst.config import BackboneConfig, DataConfig
 from rtinst.errors import UserError
@@ -39,7 +39,7 @@ RUN_STAGES: dict[str, tuple[str, ...]] = {
 BUCKETS = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, float("inf"))}
 
 
-@torch.no_grad()  # not inference_mode: the probe fits on these tensors with autograd
+@torch.no_grad()
 def pooled_object_features(extract: Callable[[torch.Tensor], dict[str, torch.Tensor]], dataset,
                            collate, num_images: int, batch_size: int = 8,
                            ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -73,35 +73,22 @@ def pooled_object_features(extract: Callable[[torch.Tensor], dict[str, torch.Ten
     return ({k: torch.cat(v) for k, v in feats.items()}, torch.cat(labels), torch.cat(areas))
 
 
-def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = 1e-3,
-               max_iter: int = 500) -> torch.nn.Module:
-    """A standardized linear softmax classifier fitted with L-BFGS (cross-entropy + L2)."""
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    linear = torch.nn.Linear(x.shape[1], num_classes)
-    torch.nn.init.zeros_(linear.weight)
-    torch.nn.init.zeros_(linear.bias)
-    opt = torch.optim.LBFGS(linear.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe")
-    z = (x - mean) / std
+def fit_linear(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-3, max_iter: int = 500
+               ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A standardized multinomial logistic regression (scikit-learn, L-BFGS) minimising
+    mean cross-entropy + ``l2`` * ||W||^2; returns ``predict(x) -> labels``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(linear(z), y) + l2 * linear.weight.pow(2).sum()
-        loss.backward()
-        return loss
+    # sklearn minimises C * sum(CE) + ||W||^2 / 2, i.e. mean CE + ||W||^2 / (2 C n)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0 / (2.0 * l2 * len(y)),
+                                                             max_iter=max_iter))
+    clf.fit(x.double().numpy(), y.numpy())
 
-    with torch.enable_grad():
-        opt.step(closure)
-    return torch.nn.Sequential(_Standardize(mean, std), linear).eval()
-
-
-class _Standardize(torch.nn.Module):
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+    def predict(features: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(clf.predict(features.double().numpy())).to(y.dtype)
+    return predict
 
 
 def _accuracies(correct: torch.Tensor, areas: torch.Tensor) -> dict[str, float | None]:
@@ -133,9 +120,8 @@ def detection_scale_probe(backbone_cfg: BackboneConfig, data_cfg: DataConfig,
             xt, xv = torch.cat([x_tr[k] for k in LEVELS], 1), torch.cat([x_va[k] for k in LEVELS], 1)
         else:
             xt, xv = x_tr[name], x_va[name]
-        clf = fit_linear(xt, y_tr, num_classes)
-        with torch.no_grad():
-            result[name] = _accuracies(clf(xv).argmax(1) == y_va, area_va)
+        predict = fit_linear(xt, y_tr)
+        result[name] = _accuracies(predict(xv) == y_va, area_va)
     init = init_source_record(backbone.init_source)
     return {
         "what": "linear probe: mask-averaged frozen backbone features of GT objects in full "
@@ -220,9 +206,8 @@ def run_stage_probe(run_dir: str | Path, stages: tuple[str, ...] | None = None,
         extract.close()
     result = {}
     for name in x_tr:
-        clf = fit_linear(x_tr[name], y_tr, train.num_classes)
-        with torch.no_grad():
-            result[name] = _accuracies(clf(x_va[name]).argmax(1) == y_va, area_va)
+        predict = fit_linear(x_tr[name], y_tr)
+        result[name] = _accuracies(predict(x_va[name]) == y_va, area_va)
     return {
         "what": "linear probe of a trained run: mask-averaged features of GT objects at each "
                 "stage -> class; accuracy on val objects per stage and area bucket",
