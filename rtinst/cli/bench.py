@@ -209,7 +209,7 @@ def _nms_ablation(args: argparse.Namespace) -> int:
 
 def _probe(args: argparse.Namespace) -> int:
     from rtinst.config import load_config
-    from rtinst.engine.probe import LEVELS, detection_scale_probe
+    from rtinst.engine.probe import detection_scale_probe
     from rtinst.io import atomic_write_json
     from rtinst.provenance import provenance
 
@@ -220,16 +220,20 @@ def _probe(args: argparse.Namespace) -> int:
         overrides.append(f"model.backbone.pretrained={args.weights}")
     cfg = load_config(args.config, overrides)
     record = detection_scale_probe(cfg.model.backbone, cfg.data, args.train_images, args.val_images)
-    acc = record["accuracy"]
-    buckets = ["all", "small", "medium", "large"]
-    print(f"{record['init']}: {record['train_objects']} train / {record['val_objects']} val objects, "
-          f"chance {record['chance']:.2f}")
-    print(_table(["features"] + buckets, [[name] + ["-" if acc[name][b] is None else f"{acc[name][b]:.3f}"
-                                                   for b in buckets] for name in (*LEVELS, "all_levels")]))
+    _print_probe(record, record["init"])
     if args.out:
         atomic_write_json(args.out, {**record, "config": args.config, "provenance": provenance("cpu")})
         print(f"wrote {args.out}")
     return 0
+
+
+def _print_probe(record: dict, source: str) -> None:
+    acc = record["accuracy"]
+    buckets = ["all", "small", "medium", "large"]
+    print(f"{source}: {record['train_objects']} train / {record['val_objects']} val objects, "
+          f"chance {record['chance']:.2f}")
+    print(_table(["features"] + buckets, [[name] + ["-" if acc[name][b] is None else f"{acc[name][b]:.3f}"
+                                                   for b in buckets] for name in acc]))
 
 
 def _run_probe(args: argparse.Namespace) -> int:
@@ -242,12 +246,7 @@ def _run_probe(args: argparse.Namespace) -> int:
                         "drop --weights / -o")
     stages = tuple(s for s in args.stages.split(",") if s) if args.stages else None
     record = run_stage_probe(args.run, stages, args.train_images, args.val_images, args.data_root)
-    acc = record["accuracy"]
-    buckets = ["all", "small", "medium", "large"]
-    print(f"{record['run']} ({record['model']}): {record['train_objects']} train / "
-          f"{record['val_objects']} val objects, chance {record['chance']:.2f}")
-    print(_table(["features"] + buckets, [[name] + ["-" if acc[name][b] is None else f"{acc[name][b]:.3f}"
-                                                   for b in buckets] for name in acc]))
+    _print_probe(record, f"{record['run']} ({record['model']})")
     if args.out:
         atomic_write_json(args.out, {**record, "provenance": provenance("cpu")})
         print(f"wrote {args.out}")
