@@ -99,29 +99,43 @@ def _accuracies(correct: torch.Tensor, areas: torch.Tensor) -> dict[str, float |
     return out
 
 
+def _train_val_features(extract: Callable, data_cfg: DataConfig, val_set, train_images: int,
+                        val_images: int):
+    """Pooled GT-object features of the train split (test-time resizing, no augmentation:
+    deterministic) and of ``val_set``: (x_tr, y_tr, x_va, y_va, val areas, num classes)."""
+    from rtinst.data.build import build_dataset, build_transforms, collate_fn
+
+    collate = collate_fn(data_cfg)
+    train = build_dataset(data_cfg, "train", progress=False)
+    train.transforms = build_transforms(data_cfg, train=False)
+    x_tr, y_tr, _ = pooled_object_features(extract, train, collate, train_images)
+    x_va, y_va, area_va = pooled_object_features(extract, val_set, collate, val_images)
+    return x_tr, y_tr, x_va, y_va, area_va, train.num_classes
+
+
+def _probe_accuracy(x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor,
+                    y_va: torch.Tensor, area_va: torch.Tensor) -> dict[str, float | None]:
+    return _accuracies(fit_linear(x_tr, y_tr)(x_va) == y_va, area_va)
+
+
 def detection_scale_probe(backbone_cfg: BackboneConfig, data_cfg: DataConfig,
                           train_images: int = 400, val_images: int = 200) -> dict:
     """Probe accuracy per level and for all levels concatenated (see the module docstring)."""
-    from rtinst.data.build import build_dataset, build_transforms, collate_fn
+    from rtinst.data.build import build_dataset
     from rtinst.engine.train import init_source_record
     from rtinst.models.backbones import build_backbone
 
     backbone = build_backbone(backbone_cfg)
-    collate = collate_fn(data_cfg)
     val = build_dataset(data_cfg, "val", progress=False)
-    train = build_dataset(data_cfg, "train", progress=False)
-    train.transforms = build_transforms(data_cfg, train=False)  # no augmentation: deterministic
-    x_tr, y_tr, _ = pooled_object_features(backbone, train, collate, train_images)
-    x_va, y_va, area_va = pooled_object_features(backbone, val, collate, val_images)
-    num_classes = train.num_classes
+    x_tr, y_tr, x_va, y_va, area_va, num_classes = _train_val_features(
+        backbone, data_cfg, val, train_images, val_images)
     result: dict = {}
     for name in (*LEVELS, "all_levels"):
         if name == "all_levels":
             xt, xv = torch.cat([x_tr[k] for k in LEVELS], 1), torch.cat([x_va[k] for k in LEVELS], 1)
         else:
             xt, xv = x_tr[name], x_va[name]
-        predict = fit_linear(xt, y_tr)
-        result[name] = _accuracies(predict(xv) == y_va, area_va)
+        result[name] = _probe_accuracy(xt, y_tr, xv, y_va, area_va)
     init = init_source_record(backbone.init_source)
     return {
         "what": "linear probe: mask-averaged frozen backbone features of GT objects in full "
@@ -189,29 +203,22 @@ def run_stage_probe(run_dir: str | Path, stages: tuple[str, ...] | None = None,
     augmentation) and scored on its val split; ``stages`` are module paths (default
     :data:`RUN_STAGES` of the run's model).
     """
-    from rtinst.data.build import build_dataset, build_transforms, collate_fn
     from rtinst.engine.restore import load_run
 
     run = load_run(run_dir, data_root)
     model_name = run.cfg.model.name
     stages = tuple(stages or RUN_STAGES.get(model_name, ("backbone",)))
     extract = StageFeatures(run.model, stages)
-    collate = collate_fn(run.cfg.data)
-    train = build_dataset(run.cfg.data, "train", progress=False)
-    train.transforms = build_transforms(run.cfg.data, train=False)
     try:
-        x_tr, y_tr, _ = pooled_object_features(extract, train, collate, train_images)
-        x_va, y_va, area_va = pooled_object_features(extract, run.val_set, collate, val_images)
+        x_tr, y_tr, x_va, y_va, area_va, num_classes = _train_val_features(
+            extract, run.cfg.data, run.val_set, train_images, val_images)
     finally:
         extract.close()
-    result = {}
-    for name in x_tr:
-        predict = fit_linear(x_tr[name], y_tr)
-        result[name] = _accuracies(predict(x_va[name]) == y_va, area_va)
+    result = {name: _probe_accuracy(x_tr[name], y_tr, x_va[name], y_va, area_va) for name in x_tr}
     return {
         "what": "linear probe of a trained run: mask-averaged features of GT objects at each "
                 "stage -> class; accuracy on val objects per stage and area bucket",
         "run": str(run_dir), "model": model_name, "config_hash": run.record.config_hash,
         "stages": list(stages), "train_objects": len(y_tr), "val_objects": len(y_va),
-        "chance": round(1 / train.num_classes, 4), "accuracy": result,
+        "chance": round(1 / num_classes, 4), "accuracy": result,
     }
