@@ -8,7 +8,8 @@ import torch
 
 from rtinst.config import BackboneConfig
 from rtinst.data.coco import CocoInstanceDataset
-from rtinst.engine.pretrain import CropScale, CropSource, PretrainConfig, pretrain
+from rtinst.engine.pretrain import (CropScale, CropSource, ObjectHeads, ObjectMasks, PretrainConfig,
+                                   object_step_inputs, pretrain)
 from rtinst.errors import UserError
 from rtinst.models.backbones import build_backbone
 
@@ -93,3 +94,57 @@ def test_scale_parsing_and_bad_scales():
         CropScale.parse("64:1.2")
     with pytest.raises(UserError, match="scale 64:3.0:1.2:8: need"):
         pretrain(PretrainConfig(scales=(CropScale(64, (3.0, 1.2), 8),)), "unused.pt", progress=False)
+
+
+def test_object_masks_follow_the_annotations_and_pad_with_ignored_labels(pretrained):
+    cfg, _, _ = pretrained
+    ds = CocoInstanceDataset(f"{cfg.data_root}/annotations/instances_train.json",
+                             f"{cfg.data_root}/train", training=True)
+    objects = ObjectMasks(ds, range(len(ds)), cfg.size)
+    target = ds.load_target(ds.ids[1])
+    rows = objects.rows[1]
+    assert len(rows) > 0 and objects.masks.shape[1:] == (cfg.size // 4, cfg.size // 4)
+    # cover = fraction of each 4x4 cell inside the mask: its sum x 16 is the mask area
+    first = objects.masks[rows[0]].float() / 255 * 16
+    assert first.sum().item() == pytest.approx(target["masks"][0].sum().item(), rel=0.02)
+    assert objects.labels[rows].tolist() == target["labels"][:len(rows)].tolist()
+    cover, labels = objects.batch(torch.tensor([0, 1]))
+    most = max(len(objects.rows[0]), len(objects.rows[1]))
+    assert cover.shape == (2, most, cfg.size // 4, cfg.size // 4) and labels.shape == (2, most)
+    short = 0 if len(objects.rows[0]) < most else 1
+    assert (labels[short, len(objects.rows[short]):] == -100).all()
+    assert cover[short, len(objects.rows[short]):].sum() == 0
+
+
+def test_object_heads_pool_each_object_inside_its_mask():
+    heads = ObjectHeads({"res4": 2}, num_classes=2)
+    with torch.no_grad():
+        heads.heads["res4"].weight.copy_(torch.eye(2))
+        heads.heads["res4"].bias.zero_()
+    fmap = torch.zeros(1, 2, 4, 4)
+    fmap[0, 0, :2] = 1.0   # channel 0 on in the top half
+    fmap[0, 1, 2:] = 3.0   # channel 1 on in the bottom half
+    cover = torch.zeros(1, 2, 8, 8)
+    cover[0, 0, :4] = 1.0  # object 0: top half
+    cover[0, 1, 4:, :4] = 1.0  # object 1: bottom-left quarter
+    logits = heads({"res4": fmap}, cover)["res4"]
+    torch.testing.assert_close(logits[0], torch.tensor([[1.0, 0.0], [0.0, 3.0]]))
+
+
+def test_object_steps_train_level_heads_and_report_full_image_accuracy(pretrained, tmp_path):
+    cfg, out, _ = pretrained
+    stage3 = PretrainConfig(**{**cfg.__dict__, "init": str(out), "object_steps": 2, "object_batch": 2,
+                               "iters": 4, "eval_period": 4})
+    card = pretrain(stage3, tmp_path / "stage3.pt", progress=False)
+    acc = card["held_out_object_accuracy"]
+    assert set(acc) == {"res3", "res4", "res5"} and all(0.0 <= v <= 1.0 for v in acc.values())
+    assert "full images" in card["what"]
+    source = CropSource(CocoInstanceDataset(f"{cfg.data_root}/annotations/instances_train.json",
+                                            f"{cfg.data_root}/train", training=True), range(2), cfg.size)
+    objects = ObjectMasks(CocoInstanceDataset(f"{cfg.data_root}/annotations/instances_train.json",
+                                              f"{cfg.data_root}/train", training=True), range(2), cfg.size)
+    x, cover, _ = object_step_inputs(source, objects, torch.tensor([0, 1]), (2.0, 2.0),
+                                     torch.Generator().manual_seed(0))
+    assert x.shape[-1] == 2 * cfg.size and cover.shape[-1] == cfg.size // 4  # masks pool to any size
+    with pytest.raises(UserError, match="object steps -1"):
+        pretrain(PretrainConfig(**{**stage3.__dict__, "object_steps": -1}), tmp_path / "x.pt", progress=False)

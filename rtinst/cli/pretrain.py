@@ -19,7 +19,9 @@ def run(args: argparse.Namespace) -> int:
     card = pretrain(cfg, args.out, progress=not args.quiet)
     print(f"wrote {args.out} ({card['iterations']} iterations, {card['minutes']} min, held-out "
           f"crop accuracy {card['held_out_accuracy']:.3f} on {card['held_out_objects']} objects, "
-          f"sha256 {card['sha256'][:12]})")
+          f"sha256 {card['sha256'][:12]})"
+          + (f"; objects in full images by level {card['held_out_object_accuracy']}"
+             if "held_out_object_accuracy" in card else ""))
     return 0
 
 
@@ -45,6 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="peak AdamW learning rate (default 2e-3)")
     p.add_argument("--warmup-iters", dest="warmup_iters", type=int, help="linear warm-up steps (default 200)")
     p.add_argument("--init", help="start from these backbone weights (a second stage) instead of random")
+    p.add_argument("--object-steps", dest="object_steps", type=int,
+                   help="per cycle of crop steps, this many steps of mask-pooled object "
+                   "classification on full images (stage 3; default 0)")
+    p.add_argument("--object-batch", dest="object_batch", type=int,
+                   help="full images per object step (default 8)")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -90,6 +90,11 @@ class PretrainConfig:
     eval_period: int = 1000
     init: str | None = None  # backbone weights to start from (a previous stage), else random
     threads: int | None = None
+    # Stage 3: steps of mask-pooled object classification on full images, interleaved with
+    # the crop steps (``object_steps`` per cycle through ``scales``; 0: crops only).
+    object_steps: int = 0
+    object_batch: int = 8
+    object_jitter: tuple[float, float] = (0.8, 1.25)  # random image rescale per object step
 
 
 class CropClassifier(nn.Module):
@@ -102,6 +107,64 @@ class CropClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.backbone(x)["res5"].mean((2, 3)))
+
+
+class ObjectHeads(nn.Module):
+    """One linear classifier per backbone level on mask-averaged features of each object."""
+
+    def __init__(self, channels: dict[str, int], num_classes: int):
+        super().__init__()
+        self.heads = nn.ModuleDict({k: nn.Linear(c, num_classes) for k, c in channels.items()})
+
+    def forward(self, levels: dict[str, torch.Tensor], cover: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``cover``: (B, O, h, w) object masks (fraction of each cell covered; padded objects
+        are all zero) -> {level: (B, O, num_classes) logits}."""
+        out = {}
+        for name, head in self.heads.items():
+            fmap = levels[name]
+            weights = F.adaptive_avg_pool2d(cover, fmap.shape[-2:]).flatten(2)
+            weights = weights / weights.sum(2, keepdim=True).clamp(min=1e-6)
+            out[name] = head(torch.bmm(weights, fmap.flatten(2).transpose(1, 2)))
+        return out
+
+
+class ObjectMasks:
+    """The visible mask of every object of a split's images at 1/4 resolution, per image.
+
+    Full-image steps teach what the detectors need from their backbone: the class of an
+    object from the features at its own location, in clutter, next to other objects; crops
+    alone centre one object in a window (see the module docstring for the measured gap).
+    """
+
+    STRIDE = 4
+
+    def __init__(self, dataset: CocoInstanceDataset, image_indices: range, size: int):
+        cells = size // self.STRIDE
+        masks, labels, self.rows = [], [], []
+        for i in image_indices:
+            target = dataset.load_target(dataset.ids[i])
+            m = target["masks"][:, :size, :size].float()
+            box = target["boxes"]
+            keep = torch.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]) >= MIN_OBJECT_SIDE
+            m = F.pad(m[keep], (0, size - m.shape[-1], 0, size - m.shape[-2]))
+            first = sum(len(x) for x in masks)
+            self.rows.append(torch.arange(first, first + int(keep.sum())))
+            masks.append((F.avg_pool2d(m[:, None], self.STRIDE)[:, 0] * 255).round().to(torch.uint8)
+                         if len(m) else torch.zeros((0, cells, cells), dtype=torch.uint8))
+            labels.append(target["labels"][keep])
+        self.masks, self.labels = torch.cat(masks), torch.cat(labels)
+
+    def batch(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, O, h, w) covers of the objects of images ``slots`` (O = most objects in one of
+        them; padding is zero) and (B, O) labels (-100 on padding: ignored by cross_entropy)."""
+        rows = [self.rows[s] for s in slots.tolist()]
+        most = max(1, max(len(r) for r in rows))
+        cover = torch.zeros((len(rows), most, *self.masks.shape[1:]))
+        labels = torch.full((len(rows), most), -100, dtype=torch.long)
+        for b, r in enumerate(rows):
+            cover[b, :len(r)] = self.masks[r].float() / 255
+            labels[b, :len(r)] = self.labels[r]
+        return cover, labels
 
 
 class CropSource:
@@ -179,6 +242,38 @@ def held_out_accuracy(model: nn.Module, source: CropSource, scales: tuple[CropSc
             for sc in sorted(set(scales), key=lambda sc: sc.crop_size)}
 
 
+def object_step_inputs(source: "CropSource", objects: ObjectMasks, slots: torch.Tensor,
+                       jitter: tuple[float, float] | None = None,
+                       generator: torch.Generator | None = None):
+    """Normalized full images ``slots`` with their object covers and labels; with ``jitter``
+    the batch is flipped (p=0.5) and rescaled by a factor in that range (multiple of 32 px)."""
+    x = source.images[slots].float()
+    cover, labels = objects.batch(slots)
+    if jitter is not None:
+        if torch.rand(1, generator=generator).item() < 0.5:
+            x, cover = x.flip(-1), cover.flip(-1)
+        f = jitter[0] + (jitter[1] - jitter[0]) * torch.rand(1, generator=generator).item()
+        side = max(64, round(x.shape[-1] * f / 32) * 32)
+        x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+    return (x - source.mean) / source.std, cover, labels
+
+
+@torch.inference_mode()
+def object_accuracy(backbone: nn.Module, heads: ObjectHeads, source: "CropSource",
+                    objects: ObjectMasks) -> dict[str, float]:
+    """Held-out accuracy of each level's head on the mask-pooled objects of full images."""
+    backbone.eval()
+    hits: dict[str, int] = {}
+    total = 0
+    for slots in torch.arange(len(source.images)).split(16):
+        x, cover, labels = object_step_inputs(source, objects, slots)
+        for name, logits in heads(backbone(x), cover).items():
+            hits[name] = hits.get(name, 0) + int((logits.argmax(-1) == labels).sum())
+        total += int((labels >= 0).sum())
+    backbone.train()
+    return {k: round(v / max(total, 1), 4) for k, v in hits.items()}
+
+
 def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool = True) -> dict:
     """Train the tiny backbone on crop classification; write ``out`` and ``out.json`` (card)."""
     if cfg.holdout_images >= cfg.num_images:
@@ -189,6 +284,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool
         if not 0 < sc.context[0] <= sc.context[1] or sc.crop_size < 8 or sc.batch < 1:
             raise UserError(f"scale {sc.crop_size}:{sc.context[0]}:{sc.context[1]}:{sc.batch}: "
                             "need crop >= 8 px, 0 < context low <= high, batch >= 1")
+    if cfg.object_steps < 0 or cfg.object_batch < 1 or not 0 < cfg.object_jitter[0] <= cfg.object_jitter[1]:
+        raise UserError(f"pretrain: object steps {cfg.object_steps} / batch {cfg.object_batch} / "
+                        f"jitter {cfg.object_jitter}: need steps >= 0, batch >= 1, 0 < low <= high")
     if cfg.init is not None and not Path(cfg.init).is_file():
         raise UserError(f"{cfg.init}: init weights file not found")
     if cfg.threads:
@@ -213,6 +311,12 @@ def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model = CropClassifier(dataset.num_classes)
+    heads = None
+    if cfg.object_steps > 0:
+        held_out_objects = ObjectMasks(dataset, range(cfg.holdout_images), cfg.size)
+        train_objects = ObjectMasks(dataset, range(cfg.holdout_images, n), cfg.size)
+        heads = ObjectHeads(model.backbone.out_channels, dataset.num_classes)
+    cycle = [*cfg.scales, *["objects"] * cfg.object_steps]
     init = None
     if cfg.init is not None:
         missing = load_weights(model.backbone, cfg.init)["missing"]
@@ -222,7 +326,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool
         card_path = Path(cfg.init).with_suffix(".json")
         if card_path.is_file():  # the previous stage's recipe travels with this one
             init["card"] = json.loads(card_path.read_text())
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [*model.parameters(), *(heads.parameters() if heads is not None else [])]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     t0, history = time.perf_counter(), []
     bar = tqdm(range(1, cfg.iters + 1), desc="pretrain", disable=not progress, dynamic_ncols=True)
     for it in bar:
@@ -230,10 +335,18 @@ def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool
         lr = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * it / cfg.iters))
         for group in opt.param_groups:
             group["lr"] = lr
-        scale = cfg.scales[(it - 1) % len(cfg.scales)]
-        rows = torch.randint(len(train), (scale.batch,), generator=generator)
-        x, labels = train.crops(rows, scale.crop_size, scale.context, generator)
-        loss = F.cross_entropy(model(x), labels)
+        scale = cycle[(it - 1) % len(cycle)]
+        if scale == "objects":
+            slots = torch.randint(len(train.images), (cfg.object_batch,), generator=generator)
+            x, cover, labels = object_step_inputs(train, train_objects, slots,
+                                                  cfg.object_jitter, generator)
+            logits = heads(model.backbone(x), cover)
+            loss = sum(F.cross_entropy(v.flatten(0, 1), labels.flatten()) for v in logits.values())
+            loss = loss / len(logits)
+        else:
+            rows = torch.randint(len(train), (scale.batch,), generator=generator)
+            x, labels = train.crops(rows, scale.crop_size, scale.context, generator)
+            loss = F.cross_entropy(model(x), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -244,21 +357,28 @@ def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool
             history.append({"iter": it, "minutes": round((time.perf_counter() - t0) / 60, 2),
                             "loss": round(loss.item(), 4), "held_out_accuracy": round(acc, 4),
                             "held_out_accuracy_by_crop": per_size})
+            if heads is not None:
+                history[-1]["held_out_object_accuracy"] = object_accuracy(
+                    model.backbone, heads, held_out, held_out_objects)
             bar.write(f"pretrain iter {it}: loss {loss.item():.3f}, held-out crop accuracy {acc:.3f} "
-                      f"(by crop px: {per_size})")
+                      f"(by crop px: {per_size})"
+                      + (f", objects in full images by level: {history[-1]['held_out_object_accuracy']}"
+                         if heads is not None else ""))
     bar.close()
     out = Path(out)
     with atomic_path(out) as tmp:
         torch.save(model.backbone.state_dict(), tmp)
     card = {
-        "what": "tiny backbone pretrained on object-centred crop classification of a separate "
-                "synthetic split (ImageNet stand-in)",
+        "what": "tiny backbone pretrained on object-centred crop classification"
+                + (" and mask-pooled object classification in full images" if heads is not None else "")
+                + " of a separate synthetic split (ImageNet stand-in)",
         "config": asdict(cfg), "init": init, "iterations": cfg.iters,
         "minutes": round((time.perf_counter() - t0) / 60, 2),
         "train_images": n - cfg.holdout_images, "held_out_images": cfg.holdout_images,
         "train_objects": len(train), "held_out_objects": len(held_out),
         "held_out_accuracy": history[-1]["held_out_accuracy"],
         "held_out_accuracy_by_crop": history[-1]["held_out_accuracy_by_crop"],
+        **({"held_out_object_accuracy": history[-1]["held_out_object_accuracy"]} if heads is not None else {}),
         "num_classes": dataset.num_classes,
         "sha256": file_sha256(out), "history": history,
         "provenance": provenance(),
