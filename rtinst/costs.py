@@ -35,7 +35,8 @@ def measure_cost(job: dict) -> dict:
     import torch
 
     from rtinst.config import load_config
-    from rtinst.engine.bench import count_flops, count_params, measure_latency, module_breakdown
+    from rtinst.engine.flops import count_flops, count_params
+    from rtinst.engine.latency import measure_latency, module_breakdown
     from rtinst.provenance import provenance
 
     path = Path(job["path"])

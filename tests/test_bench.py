@@ -12,12 +12,8 @@ import torchvision
 from torch import nn
 
 from rtinst.cli import bench as cli_bench
-from rtinst.engine.bench import (
-    count_flops,
-    count_params,
-    measure_latency,
-    module_breakdown,
-)
+from rtinst.engine.flops import count_flops, count_params
+from rtinst.engine.latency import measure_latency, module_breakdown
 from rtinst.errors import UserError
 
 # ------------------------------------------------------------------- hand-computed FLOPs

@@ -126,7 +126,7 @@ def _finish(args: argparse.Namespace, record: dict) -> int:
 
 
 def _flops(args: argparse.Namespace, model: nn.Module) -> dict:
-    from rtinst.engine.bench import count_flops
+    from rtinst.engine.flops import count_flops
 
     device = args.device
     model = model.to(device) if device != "cpu" else model
@@ -136,7 +136,7 @@ def _flops(args: argparse.Namespace, model: nn.Module) -> dict:
 
 
 def _params(args: argparse.Namespace, model: nn.Module) -> dict:
-    from rtinst.engine.bench import count_params
+    from rtinst.engine.flops import count_params
 
     params = count_params(model)
     _print_params(args.model, params)
@@ -164,7 +164,7 @@ def _engine_postprocess(args: argparse.Namespace, model: nn.Module):
 
 
 def _latency(args: argparse.Namespace, model: nn.Module) -> dict:
-    from rtinst.engine.bench import measure_latency
+    from rtinst.engine.latency import measure_latency
 
     rec = measure_latency(model, _image(args), postprocess=_engine_postprocess(args, model),
                           **_timing_kwargs(args))
@@ -173,7 +173,7 @@ def _latency(args: argparse.Namespace, model: nn.Module) -> dict:
 
 
 def _breakdown(args: argparse.Namespace, model: nn.Module) -> dict:
-    from rtinst.engine.bench import module_breakdown
+    from rtinst.engine.latency import module_breakdown
 
     rec = module_breakdown(model, _image(args), postprocess=_engine_postprocess(args, model),
                            **_timing_kwargs(args))

@@ -8,7 +8,7 @@ Not a pytest test (no ``test_`` prefix). Run from the repository root (CPU, ~10 
 Protocol: each row is ``rtinst/configs/fastinst/coco.yaml`` plus the row's overrides, randomly
 initialized (FLOPs do not depend on weights), eval mode, batch 1, one padded input of
 640x864 (the largest test input: short edge 640, long edge <= 853, padded to a multiple of
-32), counted by ``rtinst.engine.bench.count_flops`` (fvcore, detectron2 convention,
+32), counted by ``rtinst.engine.flops.count_flops`` (fvcore, detectron2 convention,
 attention matmuls counted) through the whole eval forward, post-processing included, with
 every pixel-decoder level counted (see ``WithPixelDecoderOutputs``).
 
@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from rtinst.config import load_config  # noqa: E402
-from rtinst.engine.bench import count_flops, count_params  # noqa: E402
+from rtinst.engine.flops import count_flops, count_params  # noqa: E402
 from rtinst.io import atomic_write_json, atomic_write_text  # noqa: E402
 from rtinst.models import build_model  # noqa: E402
 from rtinst.provenance import provenance  # noqa: E402

@@ -5,7 +5,7 @@ Not a pytest test (no ``test_`` prefix). Run from the repository root:
 
     python tests/benchmarks/bench_sparseinst_cost.py [--size 640x864] [--only default,t2_*]
 
-Conventions: ``rtinst.engine.bench.count_flops`` in the detectron2 convention (fvcore trace,
+Conventions: ``rtinst.engine.flops.count_flops`` in the detectron2 convention (fvcore trace,
 1 multiply-add = 1 flop, batch_norm and elementwise ops ignored, deform_conv2d counted as a
 regular conv), batch 1, eval mode, including the model's own post-processing (thresholding
 and mask rescoring at 1/4 resolution; the engine's resize to the image is not part of the
@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from rtinst.config import load_config  # noqa: E402
-from rtinst.engine.bench import count_flops, count_params  # noqa: E402
+from rtinst.engine.flops import count_flops, count_params  # noqa: E402
 from rtinst.io import atomic_write_json, atomic_write_text  # noqa: E402
 from rtinst.models import build_model  # noqa: E402
 from rtinst.provenance import provenance  # noqa: E402

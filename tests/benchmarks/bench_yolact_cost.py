@@ -9,7 +9,7 @@ Each row builds ``rtinst/configs/yolact/coco.yaml`` (random weights, 80 classes)
 ``size x size`` input (the paper does not keep the aspect ratio; 550 is fed as 550, not
 padded to 576):
 
-- GFLOPs: ``rtinst.engine.bench.count_flops`` in the detectron2 convention (fvcore, 1
+- GFLOPs: ``rtinst.engine.flops.count_flops`` in the detectron2 convention (fvcore, 1
   multiply-add = 1 flop), eval mode, *including* post-processing (softmax, box decoding,
   Fast NMS, mask assembly and crop). Counted ops: ``conv`` (backbone, FPN, protonet, head),
   ``upsample_bilinear2d`` (FPN top-down, protonet x2) and ``matmul`` (mask assembly
@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from rtinst.config import load_config  # noqa: E402
-from rtinst.engine.bench import count_flops, count_params  # noqa: E402
+from rtinst.engine.flops import count_flops, count_params  # noqa: E402
 from rtinst.io import atomic_write_json, atomic_write_text  # noqa: E402
 from rtinst.models import build_model  # noqa: E402
 from rtinst.provenance import provenance  # noqa: E402
