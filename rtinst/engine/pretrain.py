@@ -56,6 +56,7 @@ from rtinst.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rtinst.errors import UserError
 from rtinst.io import atomic_path, atomic_write_json, file_sha256
 from rtinst.models.backbones import TINY_WEIGHTS, TinyBackbone, load_weights
+from rtinst.ops.mask_pool import mask_pool
 from rtinst.provenance import provenance
 
 MIN_OBJECT_SIDE = 8  # px; smaller objects carry too little shape to label a crop
@@ -129,10 +130,7 @@ class ObjectHeads(nn.Module):
         are all zero) -> {level: (B, O, num_classes) logits}."""
         out = {}
         for name, head in self.heads.items():
-            fmap = levels[name]
-            weights = F.adaptive_avg_pool2d(cover, fmap.shape[-2:]).flatten(2)
-            weights = weights / weights.sum(2, keepdim=True).clamp(min=1e-6)
-            out[name] = head(torch.bmm(weights, fmap.flatten(2).transpose(1, 2)))
+            out[name] = head(mask_pool(cover, levels[name]))
         return out
 
 

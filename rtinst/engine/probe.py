@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from rtinst.config import BackboneConfig, DataConfig
 from rtinst.errors import UserError
+from rtinst.ops.mask_pool import mask_pool
 
 LEVELS = ("res3", "res4", "res5")
 # Feature maps probed by default in a trained run of each model (module paths; each module
@@ -61,11 +61,7 @@ def pooled_object_features(extract: Callable[[torch.Tensor], dict[str, torch.Ten
             if len(masks) == 0:
                 continue
             for name, level in levels.items():
-                fmap = level[i]
-                # fraction of each feature cell covered by the mask -> weights summing to 1
-                cover = F.adaptive_avg_pool2d(masks[None], fmap.shape[-2:])[0]
-                weights = cover / cover.sum((1, 2), keepdim=True).clamp(min=1e-6)
-                feats.setdefault(name, []).append(torch.einsum("nhw,chw->nc", weights, fmap.float()))
+                feats.setdefault(name, []).append(mask_pool(masks[None], level[i:i + 1].float())[0])
             labels.append(target["labels"])
             areas.append(masks.sum((1, 2)))
     if not labels:
