@@ -147,14 +147,15 @@ class ObjectMasks:
     def __init__(self, dataset: CocoInstanceDataset, image_indices: range, size: int):
         cells = size // self.STRIDE
         masks, labels, self.rows = [], [], []
+        first = 0
         for i in image_indices:
             target = dataset.load_target(dataset.ids[i])
             m = target["masks"][:, :size, :size].float()
             box = target["boxes"]
             keep = torch.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]) >= MIN_OBJECT_SIDE
             m = F.pad(m[keep], (0, size - m.shape[-1], 0, size - m.shape[-2]))
-            first = sum(len(x) for x in masks)
             self.rows.append(torch.arange(first, first + int(keep.sum())))
+            first += int(keep.sum())
             masks.append((F.avg_pool2d(m[:, None], self.STRIDE)[:, 0] * 255).round().to(torch.uint8)
                          if len(m) else torch.zeros((0, cells, cells), dtype=torch.uint8))
             labels.append(target["labels"][keep])
@@ -281,7 +282,8 @@ def object_accuracy(backbone: nn.Module, heads: ObjectHeads, source: "CropSource
 
 
 def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool = True) -> dict:
-    """Train the tiny backbone on crop classification; write ``out`` and ``out.json`` (card)."""
+    """Train the tiny backbone on crop classification (and, with ``object_steps``, on the
+    objects of full images); write ``out`` and ``out.json`` (card)."""
     if cfg.holdout_images >= cfg.num_images:
         raise UserError(f"--holdout-images ({cfg.holdout_images}) must be < --images ({cfg.num_images})")
     if not cfg.scales:
