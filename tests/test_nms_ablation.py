@@ -46,6 +46,15 @@ def test_every_variant_evaluated_and_recorded(yolact_run, tmp_path):
         assert Path(rows.loc[kind, "record"]).parent == tmp_path / "runs"
     saved = json.loads((yolact_run / "nms_ablation.json").read_text())
     assert [r["nms"] for r in saved["rows"]] == list(table["nms"])
+    # a second pass over an existing evaluation record (e.g. a sweep's, with TIDE) keeps the
+    # metrics it does not recompute
+    standard = Path(rows.loc["standard", "record"])
+    data = json.loads((standard / "record.json").read_text())
+    data["metrics"]["tide_cls"] = 12.5
+    (standard / "record.json").write_text(json.dumps(data))
+    nms_ablation(yolact_run, kinds=("standard",), runs_dir=tmp_path / "runs", progress=False)
+    again = read_record(standard).metrics
+    assert again["tide_cls"] == 12.5 and again["ap"] == rows.loc["standard", "ap"] and "nms_ms_per_image" in again
     dump = torch.load(tmp_path / "inputs.pt", weights_only=True)
     assert dump["boxes"].shape[:1] == (8,) and dump["boxes"].shape[-1] == 4
     assert dump["scores"].shape[:2] == dump["boxes"].shape[:2] and dump["scores"].shape[-1] == 10

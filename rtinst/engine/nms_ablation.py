@@ -27,7 +27,7 @@ from rtinst.data.build import collate_fn
 from rtinst.engine.restore import LoadedRun, load_run
 from rtinst.engine.train import CURVE_KEYS, evaluate_run
 from rtinst.errors import UserError
-from rtinst.experiments import RunRecord, run_dir_for, write_record
+from rtinst.experiments import RECORD_NAME, RunRecord, read_record, run_dir_for, write_record
 from rtinst.io import atomic_path, atomic_write_json
 from rtinst.ops import nms as nms_ops
 from rtinst.provenance import provenance
@@ -125,7 +125,10 @@ def nms_ablation(run_dir: str | Path, kinds: tuple[str, ...] = nms_ops.NMS_KINDS
         record.artifacts = {"results": "coco_segm_results.json", "config": "config.yaml",
                             "trained_in": str(run.run_dir)}
         save_config(cfg, out_dir / "config.yaml")
-        write_record(record.finish({**metrics, **timing}), out_dir)
+        # A sweep may already have evaluated this variant (a spec's eval_of row, with TIDE):
+        # add the timing to its metrics instead of dropping what this pass does not compute.
+        earlier = (read_record(out_dir).metrics or {}) if (out_dir / RECORD_NAME).is_file() else {}
+        write_record(record.finish({**earlier, **metrics, **timing}), out_dir)
     run.model.cfg = run.cfg.model
     table = pd.DataFrame(rows)
     atomic_write_json(run.run_dir / "nms_ablation.json", {
