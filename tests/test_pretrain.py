@@ -14,6 +14,11 @@ from rtinst.errors import UserError
 from rtinst.models.backbones import build_backbone
 
 
+def _train_split(cfg: PretrainConfig) -> CocoInstanceDataset:
+    return CocoInstanceDataset(f"{cfg.data_root}/annotations/instances_train.json",
+                               f"{cfg.data_root}/train", training=True)
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pretrain")
@@ -51,8 +56,7 @@ def test_pretrain_refuses_a_split_made_with_other_settings(pretrained):
 
 def test_crops_centre_the_object_and_carry_its_label(pretrained):
     cfg, _, _ = pretrained
-    ds = CocoInstanceDataset(f"{cfg.data_root}/annotations/instances_train.json",
-                             f"{cfg.data_root}/train", training=True)
+    ds = _train_split(cfg)
     source = CropSource(ds, range(len(ds)), cfg.size)
     # replace image 0 by a white square on black, object 0 by that square
     source.images[0] = 0
@@ -98,8 +102,7 @@ def test_scale_parsing_and_bad_scales():
 
 def test_object_masks_follow_the_annotations_and_pad_with_ignored_labels(pretrained):
     cfg, _, _ = pretrained
-    ds = CocoInstanceDataset(f"{cfg.data_root}/annotations/instances_train.json",
-                             f"{cfg.data_root}/train", training=True)
+    ds = _train_split(cfg)
     objects = ObjectMasks(ds, range(len(ds)), cfg.size)
     target = ds.load_target(ds.ids[1])
     rows = objects.rows[1]
@@ -139,10 +142,8 @@ def test_object_steps_train_level_heads_and_report_full_image_accuracy(pretraine
     acc = card["held_out_object_accuracy"]
     assert set(acc) == {"res3", "res4", "res5"} and all(0.0 <= v <= 1.0 for v in acc.values())
     assert "full images" in card["what"]
-    source = CropSource(CocoInstanceDataset(f"{cfg.data_root}/annotations/instances_train.json",
-                                            f"{cfg.data_root}/train", training=True), range(2), cfg.size)
-    objects = ObjectMasks(CocoInstanceDataset(f"{cfg.data_root}/annotations/instances_train.json",
-                                              f"{cfg.data_root}/train", training=True), range(2), cfg.size)
+    ds = _train_split(cfg)
+    source, objects = CropSource(ds, range(2), cfg.size), ObjectMasks(ds, range(2), cfg.size)
     x, cover, _ = object_step_inputs(source, objects, torch.tensor([0, 1]), (2.0, 2.0),
                                      torch.Generator().manual_seed(0))
     assert x.shape[-1] == 2 * cfg.size and cover.shape[-1] == cfg.size // 4  # masks pool to any size

@@ -249,7 +249,7 @@ def held_out_accuracy(model: nn.Module, source: CropSource, scales: tuple[CropSc
             for sc in sorted(set(scales), key=lambda sc: sc.crop_size)}
 
 
-def object_step_inputs(source: "CropSource", objects: ObjectMasks, slots: torch.Tensor,
+def object_step_inputs(source: CropSource, objects: ObjectMasks, slots: torch.Tensor,
                        jitter: tuple[float, float] | None = None,
                        generator: torch.Generator | None = None):
     """Normalized full images ``slots`` with their object covers and labels; with ``jitter``
@@ -266,7 +266,7 @@ def object_step_inputs(source: "CropSource", objects: ObjectMasks, slots: torch.
 
 
 @torch.inference_mode()
-def object_accuracy(backbone: nn.Module, heads: ObjectHeads, source: "CropSource",
+def object_accuracy(backbone: nn.Module, heads: ObjectHeads, source: CropSource,
                     objects: ObjectMasks) -> dict[str, float]:
     """Held-out accuracy of each level's head on the mask-pooled objects of full images."""
     backbone.eval()
