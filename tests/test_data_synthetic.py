@@ -12,7 +12,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from rtinst.data.stats import dataset_statistics, format_statistics
-from rtinst.data.synthetic import CATEGORIES, generate_synthetic, mask_to_polygons, rle_counts
+from rtinst.data.segmentation import mask_to_polygons, rle_counts
+from rtinst.data.synthetic import CATEGORIES, generate_synthetic
 from rtinst.errors import UserError
 
 

@@ -31,8 +31,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from pycocotools import mask as mask_utils
 
+from rtinst.data.segmentation import (compressed_rle, decode_polygons, mask_bbox,
+                                      mask_to_polygons, rle_counts)
+from rtinst.data.shapes import clip_polygon, shoelace, unit_shape
 from rtinst.errors import UserError
 from rtinst.io import atomic_path, atomic_write_json
 
@@ -66,195 +68,6 @@ RLE_PROBABILITY = 0.12
 PAIR_PROBABILITY = 0.4
 CROWD_PROBABILITY = 0.05
 ASPECT_RATIOS = (1.0, 0.75, 0.8, 2.0 / 3.0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Shapes: outer ring (and optional hole) in unit coordinates, radius about 1.
-
-
-def _ellipse(n: int, rx: float = 1.0, ry: float = 1.0, cx: float = 0.0) -> np.ndarray:
-    t = np.linspace(0.0, 2.0 * math.pi, n, endpoint=False)
-    return np.stack([cx + rx * np.cos(t), ry * np.sin(t)], axis=1)
-
-
-def _regular(n: int, radius: float = 1.0, phase: float = -math.pi / 2) -> np.ndarray:
-    t = phase + np.arange(n) * 2.0 * math.pi / n
-    return np.stack([radius * np.cos(t), radius * np.sin(t)], axis=1)
-
-
-def _star(points: int = 5, inner: float = 0.42) -> np.ndarray:
-    radii = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
-    t = -math.pi / 2 + np.arange(2 * points) * math.pi / points
-    return np.stack([radii * np.cos(t), radii * np.sin(t)], axis=1)
-
-
-def _cross(a: float = 0.32) -> np.ndarray:
-    return np.array(
-        [(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a),
-         (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a), (-a, -a)], dtype=np.float64)
-
-
-def _crescent(n: int, d: float, r: float = 0.85) -> np.ndarray:
-    """Unit disc minus the disc of radius r centred at (d, 0)."""
-    x = (1.0 - r * r + d * d) / (2.0 * d)
-    y = math.sqrt(max(1.0 - x * x, 1e-9))
-    alpha = math.atan2(y, x)  # intersection angle on the outer circle
-    beta = math.atan2(y, x - d)  # ... and on the inner circle
-    t_out = np.linspace(alpha, 2 * math.pi - alpha, n)
-    t_in = np.linspace(2 * math.pi - beta, beta, max(n // 2, 6))
-    outer = np.stack([np.cos(t_out), np.sin(t_out)], axis=1)
-    inner = np.stack([d + r * np.cos(t_in), r * np.sin(t_in)], axis=1)
-    return np.concatenate([outer, inner[1:-1]], axis=0)
-
-
-def _heart(n: int) -> np.ndarray:
-    t = np.linspace(0.0, 2.0 * math.pi, n, endpoint=False)
-    x = 16 * np.sin(t) ** 3
-    y = 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)
-    return np.stack([x / 16.0, -(y + 2.5) / 16.0], axis=1)
-
-
-def _unit_shape(name: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
-    if name == "circle":
-        return _ellipse(n), None
-    if name == "ellipse":
-        return _ellipse(n, ry=rng.uniform(0.42, 0.62)), None
-    if name == "square":
-        return np.array([(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)]), None
-    if name == "triangle":
-        return _regular(3), None
-    if name == "hexagon":
-        return _regular(6), None
-    if name == "star":
-        return _star(5, rng.uniform(0.38, 0.48)), None
-    if name == "cross":
-        return _cross(rng.uniform(0.26, 0.36)), None
-    if name == "crescent":
-        return _crescent(n, d=rng.uniform(0.38, 0.55)), None
-    if name == "heart":
-        return _heart(n), None
-    if name == "ring":
-        return _ellipse(n), _ellipse(n, rx=(h := rng.uniform(0.45, 0.6)), ry=h)
-    raise ValueError(f"unknown shape {name!r}")
-
-
-def _shoelace(p: np.ndarray) -> float:
-    x, y = p[:, 0], p[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
-
-
-def _clip_polygon(p: np.ndarray, w: float, h: float) -> np.ndarray:
-    """Sutherland-Hodgman clipping of a polygon to the image rectangle [0, w] x [0, h]."""
-    if p[:, 0].min() >= 0 and p[:, 1].min() >= 0 and p[:, 0].max() <= w and p[:, 1].max() <= h:
-        return p
-    for axis, bound, keep_low in ((0, 0.0, False), (0, w, True), (1, 0.0, False), (1, h, True)):
-        if len(p) == 0:
-            break
-        inside = p[:, axis] <= bound if keep_low else p[:, axis] >= bound
-        out = []
-        for i in range(len(p)):
-            a, b = p[i - 1], p[i]
-            ia, ib = inside[i - 1], inside[i]
-            if ia != ib:
-                t = (bound - a[axis]) / (b[axis] - a[axis])
-                out.append(a + t * (b - a))
-            if ib:
-                out.append(b)
-        p = np.array(out).reshape(-1, 2)
-    return p
-
-
-# ---------------------------------------------------------------------------------------------
-# Masks <-> COCO segmentations.
-
-
-def _decode_polygons(polys: list[list[float]], h: int, w: int) -> np.ndarray:
-    rles = mask_utils.frPyObjects(polys, h, w)
-    return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
-
-
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """(y0, y1, x0, x1), end-exclusive, of a non-empty mask."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-def mask_to_polygons(mask: np.ndarray) -> list[list[int]] | None:
-    """Exact polygons along the pixel boundaries of ``mask``; None if it has a hole.
-
-    Vertices lie on pixel corners, which pycocotools rasterizes back to exactly the same
-    pixels. COCO polygons are unioned, so regions with holes must be stored as RLE instead.
-    """
-    if not mask.any():
-        return []
-    y0, y1, x0, x1 = _bbox(mask)
-    p = np.pad(mask[y0:y1, x0:x1].astype(bool), 1)
-    core = p[1:-1, 1:-1]
-    stride = x1 - x0 + 1  # pixel corners per row of the window
-    step = (1, stride, -1, -stride)  # +x, +y, -x, -y (image y points down)
-    # Boundary edges, oriented clockwise on screen around the object: outer loops get a
-    # positive shoelace area, hole loops a negative one. Corner (x, y) -> key y*stride + x.
-    out: dict[int, Any] = {}
-    saddles = set()
-    for direction, neighbour, (dx, dy) in (
-        (0, p[:-2, 1:-1], (0, 0)),  # top edge, walked +x from the pixel's top-left corner
-        (1, p[1:-1, 2:], (1, 0)),  # right edge, walked +y
-        (2, p[2:, 1:-1], (1, 1)),  # bottom edge, walked -x
-        (3, p[1:-1, :-2], (0, 1)),  # left edge, walked -y
-    ):
-        rows, cols = np.nonzero(core & ~neighbour)
-        for key in ((rows + dy) * stride + cols + dx).tolist():
-            if key in out:  # two objects' corners touch diagonally here
-                out[key] = [out[key], direction]
-                saddles.add(key)
-            else:
-                out[key] = direction
-    polygons = []
-    while out:
-        start = next((v for v in out if v not in saddles), next(iter(out)))
-        v, d, corners, first = start, -1, [], None
-        while True:
-            nd = out[v]
-            if v in saddles:  # turn right: diagonal neighbours stay separate polygons
-                options = nd
-                nd = (d + 1) % 4 if (d + 1) % 4 in options else options[0]
-                options.remove(nd)
-                out[v] = options[0]
-                saddles.discard(v)
-            else:
-                del out[v]
-            if nd != d:
-                corners.append(v)
-            if first is None:
-                first = nd
-            v += step[nd]
-            d = nd
-            if v == start:
-                break
-        if d == first:
-            corners = corners[1:]  # the start was mid-edge, not a corner
-        ys, xs = np.divmod(np.array(corners, dtype=np.int64), stride)
-        loop = np.stack([xs + x0, ys + y0], axis=1)
-        if _shoelace(loop.astype(np.float64)) <= 0:
-            return None  # a hole boundary
-        polygons.append(loop.ravel().tolist())
-    return polygons
-
-
-def rle_counts(mask: np.ndarray) -> list[int]:
-    """Uncompressed COCO RLE counts (column-major runs, starting with a run of zeros)."""
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        counts = [0] + counts
-    return counts
-
-
-def _compressed_rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,18 +176,18 @@ class _Canvas:
     def try_place(self, polys: list[np.ndarray], full_area: float,
                   guard: bool) -> tuple[np.ndarray, list[list[float]]] | None:
         """Rasterize, check visibility constraints, and return the mask; None to reject."""
-        clipped = [_clip_polygon(p, self.w, self.h) for p in polys]
+        clipped = [clip_polygon(p, self.w, self.h) for p in polys]
         clipped = [np.round(c, 2) for c in clipped if len(c) >= 3]
         if not clipped:
             return None
         flat = [c.ravel().tolist() for c in clipped]
-        mask = _decode_polygons(flat, self.h, self.w)
+        mask = decode_polygons(flat, self.h, self.w)
         if not guard:
             return mask, flat
         area = int(mask.sum())
         if area < MIN_VISIBLE_FRACTION * full_area or area < MIN_VISIBLE_PIXELS:
             return None
-        y0, y1, x0, x1 = _bbox(mask)
+        y0, y1, x0, x1 = mask_bbox(mask)
         if min(y1 - y0, x1 - x0) < MIN_SIDE:  # keep objects thick enough to stay learnable
             return None
         if self.objects:  # the new object must not hide too much of any object already placed
@@ -390,7 +203,7 @@ class _Canvas:
         return mask, flat
 
     def paint(self, mask: np.ndarray, texture: dict, record: dict) -> None:
-        y0, y1, x0, x1 = _bbox(mask)
+        y0, y1, x0, x1 = mask_bbox(mask)
         window, ids = mask[y0:y1, x0:x1], self.ids[y0:y1, x0:x1]
         covered = np.bincount(ids[window], minlength=len(self.objects) + 1)
         for k in np.flatnonzero(covered[1:]):
@@ -408,9 +221,9 @@ def _shape_polygons(name: str, area: float, center: tuple[float, float], angle: 
     """Image-space polygon(s) of a shape with the given target area; also area and radius."""
     radius_guess = math.sqrt(area / 2.0)
     n = int(np.clip(2 * math.pi * radius_guess / 3.0, 16, 64))
-    outer, hole = _unit_shape(name, n, rng)
+    outer, hole = unit_shape(name, n, rng)
     stretch = rng.uniform(0.88, 1.12, size=2)
-    unit_area = (_shoelace(outer) - (_shoelace(hole) if hole is not None else 0.0)) * stretch[0] * stretch[1]
+    unit_area = (shoelace(outer) - (shoelace(hole) if hole is not None else 0.0)) * stretch[0] * stretch[1]
     r = math.sqrt(area / abs(unit_area))
     rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
 
@@ -491,7 +304,7 @@ def _render(seed: int, split: str, index: int, size: int) -> tuple[bytes, dict, 
                 continue
             mask, flat = placed
             kind = TEXTURES[rng.integers(len(TEXTURES))]
-            y0, y1, x0, x1 = _bbox(mask)
+            y0, y1, x0, x1 = mask_bbox(mask)
             under = canvas.image[y0:y1, x0:x1][mask[y0:y1, x0:x1]].mean(axis=0)
             c1, c2 = _distinct_colours(rng, under)
             period = max(2.0, radius * rng.uniform(0.2, 0.5))
@@ -536,15 +349,15 @@ def _annotate(canvas: _Canvas, rng: np.random.Generator) -> tuple[list[dict], di
                 counters["occluded"] += 1
                 counters["hidden_fraction_sum"] += 1.0 - area / obj["in_image"]
             if use_rle:
-                segmentation = _compressed_rle(visible)
+                segmentation = compressed_rle(visible)
             elif not occluded:
                 segmentation = obj["polygons"]
             else:
                 polys = mask_to_polygons(visible)
                 exact = polys is not None and np.array_equal(
-                    _decode_polygons(polys, canvas.h, canvas.w), visible)
-                segmentation = polys if exact else _compressed_rle(visible)
-        y0, y1, x0, x1 = _bbox(visible)
+                    decode_polygons(polys, canvas.h, canvas.w), visible)
+                segmentation = polys if exact else compressed_rle(visible)
+        y0, y1, x0, x1 = mask_bbox(visible)
         annotations.append({
             "image_id": None,  # filled in by the caller
             "category_id": CATEGORIES[obj["cat"]][0],
