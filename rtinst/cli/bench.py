@@ -227,6 +227,26 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overfit(args: argparse.Namespace) -> int:
+    from rtinst.config import load_config
+    from rtinst.engine.overfit import overfit
+    from rtinst.io import atomic_write_json
+    from rtinst.provenance import provenance
+
+    cfg = load_config(args.config, args.override)
+    record = overfit(cfg, args.images, args.steps, args.eval_every, progress=not args.quiet)
+    rows = [[p["step"], p["seconds"], " ".join(f"{k}={v:.3f}" for k, v in p["losses"].items()),
+             f"{p['ap_train_padding']:.1f}", f"{p['ap_single']:.1f}"] for p in record["curve"]]
+    print(f"{record['model']} ({args.config}): {record['num_images']} images, "
+          f"{record['num_instances']} instances")
+    print(_table(["step", "s", "losses", "AP (train padding)", "AP (one image)"], rows))
+    if args.out:
+        atomic_write_json(args.out, {**record, "config": args.config, "overrides": args.override or [],
+                                     "provenance": provenance("cpu")})
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _print_probe(record: dict, source: str) -> None:
     acc = record["accuracy"]
     buckets = ["all", "small", "medium", "large"]
@@ -329,6 +349,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--val-images", type=int, default=200, help="images for scoring (default 200)")
     p.add_argument("--out", metavar="FILE.json", help="also write the record as JSON")
     p.set_defaults(func=_probe)
+
+    p = sub.add_parser("overfit", help="train on a few fixed train images and score AP on them",
+                       description="Overfit check: the config's model, optimizer, warm-up and "
+                       "clipping on one fixed batch of the first N train images (test-time "
+                       "resize, no flip), with losses and mask AP on the same images every "
+                       "--eval-every steps. High AP here and low AP on val = limited by what "
+                       "the budget learns from the data, not by a bug.")
+    p.add_argument("--config", required=True, metavar="CONFIG.yaml", help="run config")
+    add_override_argument(p)
+    p.add_argument("--images", type=int, default=8, help="fixed train images (default 8)")
+    p.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    p.add_argument("--eval-every", type=int, default=100, help="AP every N steps (default 100)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", metavar="FILE.json", help="also write the record as JSON")
+    p.set_defaults(func=_overfit)
 
     for name, help_text, parents, steps in commands:
         p = sub.add_parser(name, help=help_text, parents=parents, description=help_text +
