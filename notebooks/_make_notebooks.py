@@ -107,7 +107,7 @@ def summary_notebook():
                           "columns (paper scale), and which claims reproduce at which scale."),
         _params('preset = "tiny"\nresults_dir = "results"'),
         new_code_cell("import pandas as pd\nfrom IPython.display import Image, Markdown, display\n"
-                      "from rtinst import tables\n\n"
+                      "from rtinst import tables\nfrom rtinst.viz.table_plots import plot_figure1\n\n"
                       "pd.set_option('display.max_columns', 60, 'display.width', 250)\n"
                       "saved = tables.load_saved(results_dir, preset)\n"
                       "page = tables.claims_page(saved, preset)\n"
@@ -116,7 +116,7 @@ def summary_notebook():
         new_code_cell("tables.verdict_counts(page)"),
         new_code_cell("page"),
         new_markdown_cell("## Figure 1 of each paper, from our cost columns"),
-        new_code_cell("fig = tables.plot_figure1(saved, preset)"),
+        new_code_cell("fig = plot_figure1(saved, preset)"),
         new_markdown_cell("## Every table"),
         new_code_cell("for name, (table, claims) in saved.items():\n"
                       "    display(Markdown(f'### {name}'))\n"

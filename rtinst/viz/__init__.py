@@ -12,6 +12,8 @@
   hides: which classes are confused).
 - ``compare``: dAP per TIDE error type across models or sweep rows (SparseInst Figure 7
   style) and AP vs FPS / GFLOPs (each paper's Figure 1).
+- ``table_plots``: the figure of each reproduced paper table and each paper's Figure 1 from
+  the saved tables (used by ``rtinst.tables`` and the summary notebook).
 
 Every function returns a matplotlib Figure; ``save_figure`` writes it atomically.
 """
