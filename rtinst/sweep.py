@@ -292,6 +292,38 @@ def estimate(plan: Plan, runs: list[RunJob], costs: list[CostJob], workers: int 
     return Estimate(len(runs), len(costs), total / max(1, workers), workers, basis)
 
 
+def within_budget(plan: Plan, runs: list[RunJob], seconds: float,
+                  workers: int = 1) -> tuple[list[RunJob], list[RunJob]]:
+    """Split the missing ``runs`` into (fits, later): in plan order (an evaluation-only run
+    right after the training run it evaluates), each run whose estimated time still fits in
+    ``seconds`` is taken; an evaluation-only run only with (or after) its training run. A bounded reproduction trains ``fits`` now and leaves ``later`` to the
+    next one (the cache keeps what is done)."""
+    pending = {j.config_hash for j in runs}
+    evaluations: dict[str, list[RunJob]] = {}
+    for j in runs:
+        if j.depends_on in pending:
+            evaluations.setdefault(j.depends_on, []).append(j)
+    ordered = []  # each evaluation right after the training run it needs
+    for j in runs:
+        if j.depends_on not in pending:
+            ordered += [j] + evaluations.get(j.config_hash, [])
+    fits: list[RunJob] = []
+    later: list[RunJob] = []
+    used = 0.0
+    chosen: set[str] = set()
+    for job in ordered:
+        cost = estimate(plan, [job], [], workers).seconds
+        dep_ready = (job.depends_on is None or job.depends_on in chosen
+                     or plan.runs[job.depends_on].status() == "done")
+        if dep_ready and used + cost <= seconds:
+            fits.append(job)
+            chosen.add(job.config_hash)
+            used += cost
+        else:
+            later.append(job)
+    return fits, later
+
+
 # -------------------------------------------------------------------------- execution
 
 

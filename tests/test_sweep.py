@@ -203,3 +203,32 @@ def test_unknown_executor_is_a_user_error():
 
     with pytest.raises(UserError, match="unknown executor 'slurmx'"):
         Executor("slurmx")
+
+
+def test_within_budget_takes_runs_in_order_and_evaluations_only_with_their_run(tmp_path):
+    from rtinst.sweep import DEFAULT_RUN_SECONDS, Plan, RunJob, within_budget
+
+    def job(name, depends_on=None):
+        return RunJob(config_hash=name, run_dir=str(tmp_path / name), base_config="x.yaml",
+                      overrides=[], model="yolact", preset="tiny", seed=0,
+                      trained_from=str(tmp_path / depends_on) if depends_on else None,
+                      depends_on=depends_on)
+
+    jobs = [job("a"), job("a_eval", depends_on="a"), job("b")]
+    plan = Plan(preset="tiny", seeds=[0], runs_dir=str(tmp_path), costs_dir=str(tmp_path),
+                cost_preset="coco", runs={j.config_hash: j for j in jobs})
+    run = DEFAULT_RUN_SECONDS["tiny"]  # no records in runs_dir: the preset's default per run
+
+    def names(budget):
+        fits, later = within_budget(plan, jobs, budget)
+        return [j.config_hash for j in fits], [j.config_hash for j in later]
+
+    assert names(3 * run) == (["a", "a_eval", "b"], [])
+    assert names(1.5 * run) == (["a", "a_eval"], ["b"])  # an evaluation costs ~5 % of a run
+    assert names(0.5 * run) == ([], ["a", "a_eval", "b"])
+    # "a" does not fit after "b": its evaluation cannot run without it, though it would fit
+    fits, later = within_budget(plan, [jobs[2], jobs[0], jobs[1]], 1.5 * run)
+    assert [j.config_hash for j in fits] == ["b"] and [j.config_hash for j in later] == ["a", "a_eval"]
+    # an evaluation listed before its training run is taken right after it
+    fits, later = within_budget(plan, [jobs[1], jobs[0], jobs[2]], 1.5 * run)
+    assert [j.config_hash for j in fits] == ["a", "a_eval"] and [j.config_hash for j in later] == ["b"]

@@ -137,6 +137,22 @@ def test_reproduce_cached_only_trains_nothing_and_still_tabulates(tmp_path, caps
     assert (tmp_path / "results/summary.html").is_file()
 
 
+def test_reproduce_budget_trains_only_what_fits_and_says_what_waits(tmp_path, capsys):
+    from rtinst.cli import main
+
+    args = ["reproduce", "--preset", "smoke", "--tables", "yolact/table2a", "--executor", "inline",
+            "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+            "--data-root", str(tmp_path / "data"), "--cost-preset", "smoke", "--dry-run"]
+    # smoke default: 20 s per training run, 1 s for the evaluation-only run of its weights
+    assert main(args + ["--budget-minutes", "0.34"]) == 0
+    assert "budget 0.34 min: training 1 run(s) now" in capsys.readouterr().err
+    assert main(args + ["--budget-minutes", "0.36"]) == 0
+    err = capsys.readouterr().err
+    assert "training 2 run(s) now" in err and "0 run(s) stay missing" in err
+    assert main(args + ["--budget-minutes", "-1"]) == 2
+    assert "--budget-minutes must be >= 0" in capsys.readouterr().err
+
+
 def test_reproduce_smoke_end_to_end(tmp_path):
     """`rtinst reproduce --preset smoke` on YOLACT Table 2a: a training run, an evaluation-only
     run (standard NMS on the Fast-NMS model), the table notebook and the HTML summary."""

@@ -2,7 +2,9 @@
 
 1. load and validate every selected spec (a bad spec stops everything before any run);
 2. print an up-front estimate of the missing work (from the step times of existing records);
-3. run the union of all runs and cost measurements once (shared configs run once);
+3. run the union of all runs and cost measurements once (shared configs run once); with
+   ``--budget-minutes M`` only the missing runs whose estimates fit in M minutes (the others
+   stay missing cells, listed with the estimate of the rest: the next call goes on);
 4. execute each table notebook (notebooks/<paper>/<table>.ipynb) with papermill into
    <results-dir>/notebooks/, reusing one warm kernel (all runs are cached by then);
 5. execute notebooks/summary.ipynb and render it to <results-dir>/summary.html (nbconvert).
@@ -54,7 +56,8 @@ def reproduce(args: argparse.Namespace) -> int:
     from rtinst import tables
     from rtinst.errors import UserError
     from rtinst.specs import load_specs
-    from rtinst.sweep import estimate, parse_seeds, pending_costs, pending_runs, plan_sweep, run_sweep
+    from rtinst.sweep import (estimate, parse_seeds, pending_costs, pending_runs, plan_sweep,
+                              run_sweep, within_budget)
 
     t0 = time.time()
     seeds = parse_seeds(args.seeds)
@@ -67,14 +70,25 @@ def reproduce(args: argparse.Namespace) -> int:
     todo, costs = pending_runs(plan, args.force, args.retry_failed), pending_costs(plan, args.force)
     _say(f"{len(specs)} table(s); {len(plan.runs)} distinct run(s) at preset {args.preset}, seeds "
          f"{seeds}; {len(plan.costs)} cost model(s) at {cp or 'no'} scale")
+    if args.budget_minutes is not None and args.budget_minutes < 0:
+        raise UserError(f"--budget-minutes must be >= 0, got {args.budget_minutes}")
+    bounded = args.cached_only or args.budget_minutes is not None
     if args.cached_only:
         _say(f"cached only: {len(todo)} run(s) without a record are not trained, their accuracy "
              f"cells stay empty (marked missing); estimate: {estimate(plan, [], costs, args.workers)}")
+        todo = []
+    elif args.budget_minutes is not None:
+        todo, later = within_budget(plan, todo, args.budget_minutes * 60, args.workers)
+        _say(f"budget {args.budget_minutes:g} min: training {len(todo)} run(s) now "
+             f"({estimate(plan, todo, costs, args.workers)}); {len(later)} run(s) stay missing "
+             f"for a later call ({estimate(plan, later, [], args.workers)})")
     else:
         _say(f"estimate: {estimate(plan, todo, costs, args.workers)}")
     if args.dry_run:
         return 0
-    result = run_sweep(replace(plan, runs={}) if args.cached_only else plan, args.executor,
+    if bounded:  # run exactly the chosen runs (a forced or retried one included)
+        plan = replace(plan, runs={j.config_hash: j for j in todo})
+    result = run_sweep(plan, args.executor,
                        args.workers, force=args.force,
                        retry_failed=args.retry_failed, via_notebook=not args.no_notebook,
                        submitit_params=submitit_params(args), log=_say, announce=False)
@@ -89,7 +103,7 @@ def reproduce(args: argparse.Namespace) -> int:
                   "executor": args.executor, "workers": args.workers, "data_root": args.data_root,
                   "force": False, "runs_dir": str(args.runs_dir), "results_dir": str(results),
                   "cost_preset": cp, "via_notebook": not args.no_notebook,
-                  "run": not args.cached_only,
+                  "run": not bounded,
                   "overrides": list(args.override), "latency": args.latency}
         t = time.time()
         err = _execute(nb_in, results / "notebooks" / spec.paper / f"{spec.table}.ipynb", params)
@@ -129,4 +143,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: tabulate the runs that have a record (missing accuracy "
                    "cells stay empty, marked missing); cost columns are still measured")
+    p.add_argument("--budget-minutes", type=float, default=None, metavar="M",
+                   help="train only the missing runs whose estimated times fit in M minutes "
+                   "(plan order); the rest stay missing cells for a later call (the cache keeps "
+                   "every finished run). `make reproduce` uses 15")
     p.set_defaults(func=reproduce)
