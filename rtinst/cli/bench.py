@@ -242,7 +242,7 @@ def _overfit(args: argparse.Namespace) -> int:
     print(_table(["step", "s", "losses", "AP (train padding)", "AP (one image)"], rows))
     if args.out:
         atomic_write_json(args.out, {**record, "config": args.config, "overrides": args.override or [],
-                                     "provenance": provenance("cpu")})
+                                     "provenance": provenance(record["device"])})
         print(f"wrote {args.out}")
     return 0
 

@@ -31,6 +31,7 @@ from rtinst.engine.evaluate import evaluate_segm
 from rtinst.engine.inference import predict_coco
 from rtinst.engine.loop import check_finite
 from rtinst.engine.optim import build_optimizer, build_scheduler
+from rtinst.engine.train import resolve_device
 from rtinst.errors import UserError
 from rtinst.models import build_model
 
@@ -43,10 +44,10 @@ def _gt_subset(dataset: CocoInstanceDataset, ids: list[int]) -> dict:
             "categories": coco.dataset["categories"]}
 
 
-def _score(model, images, collate, dataset, gt: dict, batch_size: int) -> dict[str, float]:
-    results = predict_coco(model, images, collate, dataset.contiguous_to_cat_id,
-                           batch_size=batch_size, progress=False)
-    model.train()
+def _score(model, images, collate, dataset, gt: dict, batch_size: int,
+           device: torch.device) -> dict[str, float]:
+    results = predict_coco(model, images, collate, dataset.contiguous_to_cat_id, device=device,
+                           batch_size=batch_size, progress=False)  # puts the model in eval mode
     if not results:
         return {"ap": 0.0, "ap50": 0.0}
     m = evaluate_segm(gt, results)
@@ -69,10 +70,11 @@ def overfit(cfg: RunConfig, num_images: int = 8, steps: int = 200, eval_every: i
     images = Subset(dataset, range(num_images))
     gt = _gt_subset(dataset, dataset.ids[:num_images])
     collate = collate_fn(cfg.data)
-    batch = collate([images[i] for i in range(num_images)])
+    device = resolve_device(cfg.device)
+    batch = collate([images[i] for i in range(num_images)]).to(device)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model).to(device)
     model.train()
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)
@@ -93,10 +95,11 @@ def overfit(cfg: RunConfig, num_images: int = 8, steps: int = 200, eval_every: i
             point: dict[str, Any] = {"step": step, "seconds": round(time.perf_counter() - start, 1),
                                      "losses": {k: round(v.item(), 4) for k, v in losses.items()}}
             for name, bs in (("train_padding", num_images), ("single", 1)):
-                scores = _score(model, images, collate, dataset, gt, bs)
+                scores = _score(model, images, collate, dataset, gt, bs, device)
                 point[f"ap_{name}"], point[f"ap50_{name}"] = scores["ap"], scores["ap50"]
             curve.append(point)
+            model.train()
     return {"what": "overfit check: train and score on the same fixed images",
             "model": cfg.model.name, "preset": cfg.preset, "config_hash": config_hash(cfg),
             "num_images": num_images, "num_instances": len(gt["annotations"]), "steps": steps,
-            "seed": cfg.seed, "losses_at_step_1": first, "curve": curve}
+            "seed": cfg.seed, "device": str(device), "losses_at_step_1": first, "curve": curve}
