@@ -235,8 +235,12 @@ def _overfit(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.override)
     record = overfit(cfg, args.images, args.steps, args.eval_every, progress=not args.quiet)
-    rows = [[p["step"], p["seconds"], " ".join(f"{k}={v:.3f}" for k, v in p["losses"].items()),
-             f"{p['ap_train_padding']:.1f}", f"{p['ap_single']:.1f}"] for p in record["curve"]]
+    def losses(terms: dict[str, float]) -> str:  # FastInst has ~20 terms: their sum only
+        total = f"total={sum(terms.values()):.3f}"
+        return total if len(terms) > 6 else total + " " + " ".join(f"{k}={v:.3f}" for k, v in terms.items())
+
+    rows = [[p["step"], p["seconds"], losses(p["losses"]), f"{p['ap_train_padding']:.1f}",
+             f"{p['ap_single']:.1f}"] for p in record["curve"]]
     print(f"{record['model']} ({args.config}): {record['num_images']} images, "
           f"{record['num_instances']} instances")
     print(_table(["step", "s", "losses", "AP (train padding)", "AP (one image)"], rows))
