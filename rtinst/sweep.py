@@ -296,8 +296,9 @@ def within_budget(plan: Plan, runs: list[RunJob], seconds: float,
                   workers: int = 1) -> tuple[list[RunJob], list[RunJob]]:
     """Split the missing ``runs`` into (fits, later): in plan order (an evaluation-only run
     right after the training run it evaluates), each run whose estimated time still fits in
-    ``seconds`` is taken; an evaluation-only run only with (or after) its training run. A bounded reproduction trains ``fits`` now and leaves ``later`` to the
-    next one (the cache keeps what is done)."""
+    ``seconds`` is taken; an evaluation-only run only with (or after) its training run. A
+    bounded reproduction trains ``fits`` now and leaves ``later`` to the next one (the cache
+    keeps what is done)."""
     pending = {j.config_hash for j in runs}
     evaluations: dict[str, list[RunJob]] = {}
     for j in runs:

@@ -235,6 +235,7 @@ def _overfit(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.override)
     record = overfit(cfg, args.images, args.steps, args.eval_every, progress=not args.quiet)
+
     def losses(terms: dict[str, float]) -> str:  # FastInst has ~20 terms: their sum only
         total = f"total={sum(terms.values()):.3f}"
         return total if len(terms) > 6 else total + " " + " ".join(f"{k}={v:.3f}" for k, v in terms.items())
