@@ -15,9 +15,8 @@ import _sweep_toy as toy
 from rtinst.experiments import RunRecord, read_record, write_record
 from rtinst.specs import load_spec
 from rtinst.executors import Executor
-from rtinst.sweep import (
-    estimate, execute_run, pending_costs, pending_runs, plan_sweep, run_sweep,
-)
+from rtinst.estimates import estimate
+from rtinst.sweep import execute_run, pending_costs, pending_runs, plan_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -206,7 +205,8 @@ def test_unknown_executor_is_a_user_error():
 
 
 def test_within_budget_takes_runs_in_order_and_evaluations_only_with_their_run(tmp_path):
-    from rtinst.sweep import DEFAULT_RUN_SECONDS, Plan, RunJob, within_budget
+    from rtinst.estimates import DEFAULT_RUN_SECONDS, within_budget
+    from rtinst.sweep import Plan, RunJob
 
     def job(name, depends_on=None):
         return RunJob(config_hash=name, run_dir=str(tmp_path / name), base_config="x.yaml",

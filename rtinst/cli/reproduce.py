@@ -56,8 +56,8 @@ def reproduce(args: argparse.Namespace) -> int:
     from rtinst import tables
     from rtinst.errors import UserError
     from rtinst.specs import load_specs
-    from rtinst.sweep import (estimate, parse_seeds, pending_costs, pending_runs, plan_sweep,
-                              run_sweep, within_budget)
+    from rtinst.estimates import estimate, within_budget
+    from rtinst.sweep import parse_seeds, pending_costs, pending_runs, plan_sweep, run_sweep
 
     t0 = time.time()
     seeds = parse_seeds(args.seeds)

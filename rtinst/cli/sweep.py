@@ -61,7 +61,8 @@ def sweep(args: argparse.Namespace) -> int:
 
     from rtinst import tables
     from rtinst.specs import load_specs
-    from rtinst.sweep import estimate, parse_seeds, pending_costs, pending_runs, plan_sweep, run_sweep
+    from rtinst.estimates import estimate
+    from rtinst.sweep import parse_seeds, pending_costs, pending_runs, plan_sweep, run_sweep
 
     seeds = parse_seeds(args.seeds)
     cp = cost_preset(args)

@@ -1,0 +1,118 @@
+"""How long the missing work of a sweep takes, and what fits in a time budget.
+
+:func:`estimate` prices each missing run at the mean wall time of the finished runs of the
+same model and preset in the runs folder (a per-preset default before the first one;
+an evaluation-only run at 5 % of a training), and each cost measurement at the mean of the
+cached ones. :func:`within_budget` picks the missing runs that fit in a budget, for a bounded
+``rtinst reproduce --budget-minutes``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rtinst.costs import DEFAULT_COST_SECONDS, read_cost
+from rtinst.errors import UserError
+from rtinst.experiments import RECORD_NAME, read_record
+
+if TYPE_CHECKING:
+    from rtinst.sweep import CostJob, Plan, RunJob
+
+# Seconds per run when no finished record of the same model and preset exists yet.
+DEFAULT_RUN_SECONDS = {"smoke": 20.0, "tiny": 11 * 60.0, "coco": 2 * 86400.0, "custom": 11 * 60.0}
+
+
+@dataclass
+class Estimate:
+    runs: int
+    costs: int
+    seconds: float
+    workers: int
+    basis: dict[str, str]
+
+    def __str__(self) -> str:
+        if not self.runs and not self.costs:
+            return "nothing to compute: every run and cost is cached"
+        basis = "; ".join(f"{k}: {v}" for k, v in self.basis.items())
+        return (f"to compute: {self.runs} run(s) and {self.costs} cost measurement(s), about "
+                f"{_fmt_seconds(self.seconds)} with {self.workers} worker(s) ({basis})")
+
+
+def _fmt_seconds(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _past_run_seconds(runs_dir: Path, model: str, preset: str) -> list[float]:
+    out = []
+    for path in runs_dir.glob(f"{model}-{preset}-*/{RECORD_NAME}"):
+        try:
+            rec = read_record(path)
+        except UserError:
+            continue
+        if rec.status == "done" and rec.wall_time_s and not rec.artifacts.get("trained_in"):
+            out.append(float(rec.wall_time_s))
+    return out
+
+
+def estimate(plan: Plan, runs: list[RunJob], costs: list[CostJob], workers: int = 1) -> Estimate:
+    """Time of the missing work, from the wall times of finished runs of the same model and
+    preset (else a default per preset) and of cached cost measurements."""
+    total, basis, per_group = 0.0, {}, {}
+    for job in runs:
+        group = (job.model, job.preset)
+        if group not in per_group:
+            past = _past_run_seconds(Path(plan.runs_dir), *group)
+            if past:
+                per_group[group] = statistics.fmean(past)
+                basis[f"{group[0]}-{group[1]}"] = f"{_fmt_seconds(per_group[group])}/run from {len(past)} record(s)"
+            else:
+                per_group[group] = DEFAULT_RUN_SECONDS.get(group[1], DEFAULT_RUN_SECONDS["custom"])
+                basis[f"{group[0]}-{group[1]}"] = f"{_fmt_seconds(per_group[group])}/run (default)"
+        total += per_group[group] * (0.05 if job.trained_from else 1.0)
+    if costs:
+        past = [d["seconds"] for d in map(read_cost, Path(plan.costs_dir).glob("*.json"))
+                if d and d.get("seconds")]
+        per = statistics.fmean(past) if past else DEFAULT_COST_SECONDS
+        basis["costs"] = f"{_fmt_seconds(per)}/model" + (" (default)" if not past else "")
+        total += per * len(costs)
+    return Estimate(len(runs), len(costs), total / max(1, workers), workers, basis)
+
+
+def within_budget(plan: Plan, runs: list[RunJob], seconds: float,
+                  workers: int = 1) -> tuple[list[RunJob], list[RunJob]]:
+    """Split the missing ``runs`` into (fits, later): in plan order (an evaluation-only run
+    right after the training run it evaluates), each run whose estimated time still fits in
+    ``seconds`` is taken; an evaluation-only run only with (or after) its training run. A
+    bounded reproduction trains ``fits`` now and leaves ``later`` to the next one (the cache
+    keeps what is done)."""
+    pending = {j.config_hash for j in runs}
+    evaluations: dict[str, list[RunJob]] = {}
+    for j in runs:
+        if j.depends_on in pending:
+            evaluations.setdefault(j.depends_on, []).append(j)
+    ordered = []  # each evaluation right after the training run it needs
+    for j in runs:
+        if j.depends_on not in pending:
+            ordered += [j] + evaluations.get(j.config_hash, [])
+    fits: list[RunJob] = []
+    later: list[RunJob] = []
+    used = 0.0
+    chosen: set[str] = set()
+    for job in ordered:
+        cost = estimate(plan, [job], [], workers).seconds
+        dep_ready = (job.depends_on is None or job.depends_on in chosen
+                     or plan.runs[job.depends_on].status() == "done")
+        if dep_ready and used + cost <= seconds:
+            fits.append(job)
+            chosen.add(job.config_hash)
+            used += cost
+        else:
+            later.append(job)
+    return fits, later
