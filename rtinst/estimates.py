@@ -61,10 +61,9 @@ def _past_run_seconds(runs_dir: Path, model: str, preset: str) -> list[float]:
     return out
 
 
-def estimate(plan: Plan, runs: list[RunJob], costs: list[CostJob], workers: int = 1) -> Estimate:
-    """Time of the missing work, from the wall times of finished runs of the same model and
-    preset (else a default per preset) and of cached cost measurements."""
-    total, basis, per_group = 0.0, {}, {}
+def _price_runs(plan: Plan, runs: list[RunJob]) -> tuple[list[float], dict[str, str]]:
+    """Estimated seconds of each run (reading each model's past records once) and the basis."""
+    prices, basis, per_group = [], {}, {}
     for job in runs:
         group = (job.model, job.preset)
         if group not in per_group:
@@ -75,7 +74,15 @@ def estimate(plan: Plan, runs: list[RunJob], costs: list[CostJob], workers: int 
             else:
                 per_group[group] = DEFAULT_RUN_SECONDS.get(group[1], DEFAULT_RUN_SECONDS["custom"])
                 basis[f"{group[0]}-{group[1]}"] = f"{_fmt_seconds(per_group[group])}/run (default)"
-        total += per_group[group] * (0.05 if job.trained_from else 1.0)
+        prices.append(per_group[group] * (0.05 if job.trained_from else 1.0))
+    return prices, basis
+
+
+def estimate(plan: Plan, runs: list[RunJob], costs: list[CostJob], workers: int = 1) -> Estimate:
+    """Time of the missing work, from the wall times of finished runs of the same model and
+    preset (else a default per preset) and of cached cost measurements."""
+    prices, basis = _price_runs(plan, runs)
+    total = sum(prices)
     if costs:
         past = [d["seconds"] for d in map(read_cost, Path(plan.costs_dir).glob("*.json"))
                 if d and d.get("seconds")]
@@ -105,8 +112,9 @@ def within_budget(plan: Plan, runs: list[RunJob], seconds: float,
     later: list[RunJob] = []
     used = 0.0
     chosen: set[str] = set()
-    for job in ordered:
-        cost = estimate(plan, [job], [], workers).seconds
+    prices, _ = _price_runs(plan, ordered)
+    for job, price in zip(ordered, prices):
+        cost = price / max(1, workers)
         dep_ready = (job.depends_on is None or job.depends_on in chosen
                      or plan.runs[job.depends_on].status() == "done")
         if dep_ready and used + cost <= seconds:
