@@ -252,6 +252,26 @@ def _overfit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _iam(args: argparse.Namespace) -> int:
+    from rtinst.engine.iam_localization import iam_localization
+    from rtinst.io import atomic_write_json
+    from rtinst.provenance import provenance
+
+    record = iam_localization(args.run, args.checkpoint, args.train_images, args.val_images,
+                              args.data_root)
+    rows = [[k, f"{record[k]['median']:.3f}", f"{record[k]['mean']:.3f}"]
+            for k in ("mass_in_object", "area_fraction", "concentration", "support")]
+    print(f"{record['run']} ({record['checkpoint']}): {record['val_instances']} matched val "
+          f"instances")
+    print(_table(["IAM", "median", "mean"], rows))
+    print(f"class: head accuracy {record['head_accuracy']:.3f}, linear probe of the pooled "
+          f"features {record['probe_accuracy']:.3f}, majority class {record['majority']:.3f}")
+    if args.out:
+        atomic_write_json(args.out, {**record, "provenance": provenance("cpu")})
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _print_probe(record: dict, source: str) -> None:
     acc = record["accuracy"]
     buckets = ["all", "small", "medium", "large"]
@@ -369,6 +389,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", metavar="FILE.json", help="also write the record as JSON")
     p.set_defaults(func=_overfit)
+
+    p = sub.add_parser("iam", help="are a SparseInst run's instance activation maps on their "
+                       "objects? (and the class information in the pooled features)",
+                       description="For the predictions the loss matches to each GT object of "
+                       "val images: the share of the IAM inside the object (vs the object's "
+                       "share of the image), the map's effective support, the class head's "
+                       "accuracy, and a linear probe of the pooled instance features fitted on "
+                       "train images. Uniform maps = features that cannot carry the class.")
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a SparseInst run folder")
+    p.add_argument("--checkpoint", help="a file in RUN_DIR/checkpoints (e.g. snapshot_325it.pt) "
+                   "or a path (default: last)")
+    p.add_argument("--data-root", help="replaces the run's data.root")
+    p.add_argument("--train-images", type=int, default=400, help="images for the probe fit (default 400)")
+    p.add_argument("--val-images", type=int, default=200, help="images measured (default 200)")
+    p.add_argument("--out", metavar="FILE.json", help="also write the record as JSON")
+    p.set_defaults(func=_iam)
 
     for name, help_text, parents, steps in commands:
         p = sub.add_parser(name, help=help_text, parents=parents, description=help_text +
