@@ -1,4 +1,4 @@
-"""Post-processing operators (NMS variants).
+"""Post-processing operators (NMS variants; their batched IoU kernels in ``box_iou``).
 
 The config dispatcher is ``rtinst.ops.nms.nms(kind, boxes, scores, ...)``; it is not
 re-exported here so that the name ``rtinst.ops.nms`` keeps meaning the module.
