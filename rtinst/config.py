@@ -44,6 +44,9 @@ def _min(value: float, **extra: Any) -> dict:
 
 
 NOT_HASHED = {"hash": False}
+# Fields added after runs were recorded: left out of the hash while at their default, so the
+# run cache keeps every earlier record (a set value does change the hash).
+HASHED_IF_SET = {"hash": "if_set"}
 
 # --------------------------------------------------------------------------------------
 # Sections
@@ -229,6 +232,10 @@ class TrainConfig:
     momentum: float = field(default=0.9, metadata=_min(0.0))
     weight_decay: float = field(default=0.05, metadata=_min(0.0))
     backbone_lr_mult: float = field(default=0.1, metadata=_min(0.0))
+    # More per-module multipliers of lr, by parameter-name prefix (a module path), e.g.
+    # {decoder.inst_branch.iam_conv: 10}; the longest matching prefix wins over
+    # backbone_lr_mult. A prefix that names no parameter is an error.
+    lr_mults: dict[str, float] = field(default_factory=dict, metadata=_min(0.0, **HASHED_IF_SET))
     batch_size: int = field(default=16, metadata=_min(1))
     max_iters: int = field(default=90000, metadata=_min(1))
     # Wall-clock budget: stop training after this many minutes (tiny preset on CPU).
@@ -319,6 +326,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping for section '{key}', got {value!r}")
         return _build(tp, value, prefix=f"{key}.")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, e.g. {{name: value}}, got {value!r}")
+        key_tp, value_tp = args or (Any, Any)
+        return {_convert(k, key_tp, f"{key} key"): _convert(v, value_tp, f"{key}.{k}")
+                for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -353,7 +366,7 @@ def _check_min(value: Any, f: dataclasses.Field, key: str) -> None:
     lo = f.metadata.get("min")
     if lo is None or value is None:
         return
-    items = value if isinstance(value, list) else [value]
+    items = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
     for v in items:
         if v < lo:
             raise ConfigError(f"{key}: invalid value {v!r}; must be >= {lo}")
@@ -486,6 +499,10 @@ def save_config(cfg: Any, path: str | Path) -> None:
     atomic_write_text(path, to_yaml(cfg))
 
 
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def _hashed_view(cfg: Any) -> Any:
     """Plain data of ``cfg`` without fields marked ``metadata={"hash": False}``; a backbone
     adds the identity of its initial weights (``backbone_init_identity``)."""
@@ -493,7 +510,8 @@ def _hashed_view(cfg: Any) -> Any:
         view = {
             f.name: _hashed_view(getattr(cfg, f.name))
             for f in dataclasses.fields(cfg)
-            if f.metadata.get("hash", True)
+            if f.metadata.get("hash", True) is True
+            or (f.metadata.get("hash") == "if_set" and getattr(cfg, f.name) != _default(f))
         }
         if isinstance(cfg, BackboneConfig):
             from rtinst.models.backbones import backbone_init_identity
@@ -502,6 +520,8 @@ def _hashed_view(cfg: Any) -> Any:
         return view
     if isinstance(cfg, (list, tuple)):
         return [_hashed_view(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: _hashed_view(v) for k, v in cfg.items()}
     return cfg
 
 

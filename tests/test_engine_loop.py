@@ -86,6 +86,39 @@ def test_backbone_lr_multiplier():
     assert isinstance(opt, torch.optim.SGD)
 
 
+def test_lr_mults_give_a_module_its_own_lr_and_the_longest_prefix_wins():
+    model = nn.Sequential()
+    model.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1))
+    model.head = nn.Linear(4, 3)
+    cfg = TrainConfig(lr=1e-3, backbone_lr_mult=0.1, lr_mults={"head": 10.0, "backbone.1": 0.5})
+    opt = build_optimizer(model, cfg)
+    assert [g["name"] for g in opt.param_groups][:2] == ["head", "backbone"]  # log reports group 0
+    by_param = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert by_param[id(model.head.weight)] == pytest.approx(1e-2)
+    assert by_param[id(model.backbone[0].weight)] == pytest.approx(1e-4)
+    assert by_param[id(model.backbone[1].weight)] == pytest.approx(5e-4)  # over backbone_lr_mult
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_lr_mults_prefix_without_parameters_names_the_closest_module():
+    from rtinst.errors import UserError
+    with pytest.raises(UserError, match=r"train.lr_mults: 'hed' names no trainable parameter.*'head'"):
+        build_optimizer(ToyModel(), TrainConfig(lr_mults={"hed": 2.0}))
+
+
+def test_lr_mults_change_the_run_hash_only_when_set():
+    from rtinst.config import config_hash, load_config
+    base = load_config("rtinst/configs/sparseinst/tiny.yaml")
+    same = load_config("rtinst/configs/sparseinst/tiny.yaml", ["train.lr_mults={}"])
+    other = load_config("rtinst/configs/sparseinst/tiny.yaml",
+                        ["train.lr_mults={decoder.inst_branch.iam_conv: 10}"])
+    assert config_hash(base) == config_hash(same) == "0d56a7c47181"  # the committed tiny record
+    assert config_hash(other) != config_hash(base)
+    assert other.train.lr_mults == {"decoder.inst_branch.iam_conv": 10.0}
+    with pytest.raises(Exception, match=r"train.lr_mults: invalid value -1.*>= 0"):
+        load_config("rtinst/configs/sparseinst/tiny.yaml", ["train.lr_mults={x: -1}"])
+
+
 def test_batches_depend_only_on_seed_and_iteration():
     full = list(SeededBatchSampler(10, 4, seed=1, start=0, stop=6))
     tail = list(SeededBatchSampler(10, 4, seed=1, start=3, stop=6))

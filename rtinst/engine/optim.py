@@ -2,7 +2,8 @@
 
 - SGD with momentum (YOLACT) or AdamW (FastInst, SparseInst);
 - per-module learning-rate multipliers: parameters under ``model.backbone`` get
-  ``lr * backbone_lr_mult`` (0.1 in FastInst);
+  ``lr * backbone_lr_mult`` (0.1 in FastInst), any other module path listed in
+  ``lr_mults`` gets ``lr`` times its multiplier;
 - weight decay on every parameter (Mask2Former-style configs exempt norm and embedding
   weights; that refinement is not modelled yet);
 - linear warm-up from ``warmup_factor * lr`` over ``warmup_iters``, then step decay by
@@ -11,22 +12,42 @@
 
 from __future__ import annotations
 
+import difflib
+
 import torch
 from torch import nn
 
 from rtinst.config import TrainConfig
+from rtinst.errors import UserError
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    backbone, rest = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (backbone if name.startswith("backbone.") else rest).append(p)
-    groups = [{"params": rest, "lr": cfg.lr, "name": "head"}]
-    if backbone:
-        groups.append({"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult, "name": "backbone"})
-    return groups
+    """One group per lr: ``head`` (lr), ``backbone`` (lr x backbone_lr_mult) and one per
+    ``lr_mults`` prefix (lr x its multiplier; the longest matching prefix wins)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    for prefix in cfg.lr_mults:
+        if not any(_under(n, prefix) for n, _ in named):
+            modules = [m for m, _ in model.named_modules() if m]
+            close = difflib.get_close_matches(prefix, modules, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"train.lr_mults: {prefix!r} names no trainable parameter of "
+                            f"{type(model).__name__}{hint}")
+    by_prefix = sorted(cfg.lr_mults, key=len, reverse=True)
+    # head first (the training log reports group 0's lr), then backbone, then the prefixes
+    groups = {(None, "head"): {"params": [], "lr": cfg.lr, "name": "head"},
+              (None, "backbone"): {"params": [], "lr": cfg.lr * cfg.backbone_lr_mult, "name": "backbone"}}
+    for q, mult in cfg.lr_mults.items():
+        groups[("lr_mults", q)] = {"params": [], "lr": cfg.lr * mult, "name": q}
+    for name, p in named:
+        prefix = next((q for q in by_prefix if _under(name, q)), None)
+        key = ("lr_mults", prefix) if prefix is not None else \
+            (None, "backbone") if _under(name, "backbone") else (None, "head")
+        groups[key]["params"].append(p)
+    return [g for key, g in groups.items() if g["params"] or key == (None, "head")]
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
