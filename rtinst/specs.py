@@ -126,6 +126,9 @@ class TableSpec:
     claims: list[ClaimSpec] = field(default_factory=list)
     plot: dict[str, Any] = field(default_factory=dict)
     tolerance: float = 0.5  # AP points: the noise floor when there is one seed
+    # AP points: a row scoring below this has not learned at the preset, so no accuracy claim
+    # on it can be judged (a chance-level model "beats" nothing and "equals" everything)
+    learned_floor: float = 1.0
     cost_tolerance: float = 0.01  # relative: cost columns are deterministic
     notes: str = ""
     path: Path | None = None

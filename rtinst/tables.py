@@ -248,6 +248,9 @@ def judge_claims(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny") -> 
         v = NOT_IMPLEMENTED if not {c.a, c.b} <= implemented else verdict(c.op, oa - ob, noise)
         if accuracy and v != NOT_IMPLEMENTED and _same_runs(table, c.a, c.b):
             v = NOT_TESTABLE
+        elif accuracy and v not in (NOT_IMPLEMENTED, NO_DATA) and min(oa, ob) < spec.learned_floor:
+            low = c.a if oa < ob else c.b
+            v, basis = NOT_TESTABLE, basis + f"; {low} below {spec.learned_floor:g} AP: not learned at this preset"
         if v == REPRODUCED and accuracy and c.op == "~" and max(abs(oa), abs(ob)) <= noise:
             # two models that both score ~0 are "equal" without telling anything
             v, basis = WITHIN_NOISE, basis + "; both values within the noise of 0"

@@ -1,5 +1,6 @@
 """Comparison tables on fake records: mean ± std, deltas, claim verdicts; reproduce end to end."""
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -185,17 +186,23 @@ def test_reproduce_smoke_end_to_end(tmp_path):
 def test_equality_of_near_zero_scores_or_of_one_shared_run_is_not_called_reproduced():
     spec7 = load_spec(REPO / "experiments/fastinst/table7_pos_embedding.yaml", ("tiny",))
 
-    def judged(ap_learnable, ap_sinusoidal, hashes=("aaa", "bbb")):
+    def judged(ap_learnable, ap_sinusoidal, hashes=("aaa", "bbb"), spec=spec7):
         runs = pd.DataFrame([{"label": label, "seed": 0, "status": "done", "error": None,
-                              "config_hash": h, **{m: v for m in spec7.metrics}}
+                              "config_hash": h, **{m: v for m in spec.metrics}}
                              for label, v, h in (("learnable", ap_learnable, hashes[0]),
                                                  ("sinusoidal", ap_sinusoidal, hashes[1]))])
-        claims = tables.judge_claims(spec7, tables.build_table(spec7, runs, None, "tiny"), "tiny")
+        claims = tables.judge_claims(spec, tables.build_table(spec, runs, None, "tiny"), "tiny")
         return claims[claims["metric"] == "ap"].iloc[0]
 
-    near_zero = judged(0.44, 0.49)  # both models learned ~nothing: "same AP" says nothing
+    loose = dataclasses.replace(spec7, tolerance=2.0)
+    near_zero = judged(1.2, 1.5, spec=loose)  # both within the noise of 0: "same AP" says nothing
     assert near_zero["verdict"] == tables.WITHIN_NOISE
     assert near_zero["noise_basis"].endswith("both values within the noise of 0")
+    # a row below the spec's learned floor (1 AP) has not learned: no claim on it is judged
+    untrained = judged(12.0, 0.52)
+    assert untrained["verdict"] == tables.NOT_TESTABLE
+    assert untrained["noise_basis"].endswith("sinusoidal below 1 AP: not learned at this preset")
+    assert judged(0.44, 0.49)["verdict"] == tables.NOT_TESTABLE
     assert judged(30.1, 30.3)["verdict"] == tables.REPRODUCED
     assert judged(30.1, 32.0)["verdict"] == tables.NOT_REPRODUCED
     # both rows are one trained run at this preset: nothing to compare
