@@ -114,14 +114,19 @@ def _print_breakdown(name: str, rec) -> None:
     print(_table(["part", "ms", "%"], [[k, v, rec.parts_pct[k]] for k, v in rec.parts_ms.items()]))
 
 
-def _finish(args: argparse.Namespace, record: dict) -> int:
-    if args.out:
+def _write_out(path: str | None, record: dict, device: str = "cpu") -> None:
+    """``--out``: the record with the machine's provenance, written atomically."""
+    if path:
         from rtinst.io import atomic_write_json
         from rtinst.provenance import provenance
 
-        atomic_write_json(args.out, {"model": args.model, "size": list(parse_size(args.size)),
-                                     **record, "provenance": provenance(args.device)})
-        print(f"wrote {args.out}")
+        atomic_write_json(path, {**record, "provenance": provenance(device)})
+        print(f"wrote {path}")
+
+
+def _finish(args: argparse.Namespace, record: dict) -> int:
+    _write_out(args.out, {"model": args.model, "size": list(parse_size(args.size)), **record},
+               args.device)
     return 0
 
 
@@ -210,8 +215,6 @@ def _nms_ablation(args: argparse.Namespace) -> int:
 def _probe(args: argparse.Namespace) -> int:
     from rtinst.config import load_config
     from rtinst.engine.probe import detection_scale_probe
-    from rtinst.io import atomic_write_json
-    from rtinst.provenance import provenance
 
     if args.run:
         return _run_probe(args)
@@ -221,17 +224,13 @@ def _probe(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     record = detection_scale_probe(cfg.model.backbone, cfg.data, args.train_images, args.val_images)
     _print_probe(record, record["init"])
-    if args.out:
-        atomic_write_json(args.out, {**record, "config": args.config, "provenance": provenance("cpu")})
-        print(f"wrote {args.out}")
+    _write_out(args.out, {**record, "config": args.config})
     return 0
 
 
 def _overfit(args: argparse.Namespace) -> int:
     from rtinst.config import load_config
     from rtinst.engine.overfit import overfit
-    from rtinst.io import atomic_write_json
-    from rtinst.provenance import provenance
 
     cfg = load_config(args.config, args.override)
     record = overfit(cfg, args.images, args.steps, args.eval_every, progress=not args.quiet)
@@ -245,17 +244,13 @@ def _overfit(args: argparse.Namespace) -> int:
     print(f"{record['model']} ({args.config}): {record['num_images']} images, "
           f"{record['num_instances']} instances")
     print(_table(["step", "s", "losses", "AP (train padding)", "AP (one image)"], rows))
-    if args.out:
-        atomic_write_json(args.out, {**record, "config": args.config, "overrides": args.override or [],
-                                     "provenance": provenance(record["device"])})
-        print(f"wrote {args.out}")
+    _write_out(args.out, {**record, "config": args.config, "overrides": args.override or []},
+               record["device"])
     return 0
 
 
 def _iam(args: argparse.Namespace) -> int:
     from rtinst.engine.iam_localization import iam_localization
-    from rtinst.io import atomic_write_json
-    from rtinst.provenance import provenance
 
     record = iam_localization(args.run, args.checkpoint, args.train_images, args.val_images,
                               args.data_root)
@@ -266,9 +261,7 @@ def _iam(args: argparse.Namespace) -> int:
     print(_table(["IAM", "median", "mean"], rows))
     print(f"class: head accuracy {record['head_accuracy']:.3f}, linear probe of the pooled "
           f"features {record['probe_accuracy']:.3f}, majority class {record['majority']:.3f}")
-    if args.out:
-        atomic_write_json(args.out, {**record, "provenance": provenance("cpu")})
-        print(f"wrote {args.out}")
+    _write_out(args.out, record)
     return 0
 
 
@@ -283,8 +276,6 @@ def _print_probe(record: dict, source: str) -> None:
 
 def _run_probe(args: argparse.Namespace) -> int:
     from rtinst.engine.probe import run_stage_probe
-    from rtinst.io import atomic_write_json
-    from rtinst.provenance import provenance
 
     if args.weights or args.override:
         raise UserError("bench probe --run probes the run's own weights and config: "
@@ -292,9 +283,7 @@ def _run_probe(args: argparse.Namespace) -> int:
     stages = tuple(s for s in args.stages.split(",") if s) if args.stages else None
     record = run_stage_probe(args.run, stages, args.train_images, args.val_images, args.data_root)
     _print_probe(record, f"{record['run']} ({record['model']})")
-    if args.out:
-        atomic_write_json(args.out, {**record, "provenance": provenance("cpu")})
-        print(f"wrote {args.out}")
+    _write_out(args.out, record)
     return 0
 
 

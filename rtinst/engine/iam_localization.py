@@ -91,26 +91,16 @@ def iam_localization(run_dir: str | Path, checkpoint: str | None = None, train_i
                      val_images: int = 200, data_root: str | Path | None = None) -> dict[str, Any]:
     """The module docstring's measures for a SparseInst run (``checkpoint``: a file name in
     the run's ``checkpoints/`` folder, e.g. ``snapshot_325it.pt``, or a path; default: last)."""
-    from rtinst.data.build import build_dataset, build_transforms, collate_fn
-    from rtinst.engine.checkpoint import load_checkpoint
-    from rtinst.engine.probe import fit_linear
+    from rtinst.data.build import collate_fn
+    from rtinst.engine.probe import deterministic_train_set, fit_linear
     from rtinst.engine.restore import load_run
 
-    run = load_run(run_dir, data_root)
+    run = load_run(run_dir, data_root, checkpoint)
     if run.cfg.model.name != "sparseinst":
         raise UserError(f"{run_dir}: a {run.cfg.model.name} run has no instance activation maps "
                         "(IAM localization needs a SparseInst run)")
-    if checkpoint:
-        path = Path(checkpoint)
-        if not path.is_file():
-            path = Path(run_dir) / "checkpoints" / checkpoint
-        if not path.is_file():
-            raise UserError(f"--checkpoint {checkpoint}: neither a file nor in {run_dir}/checkpoints/")
-        run.model.load_state_dict(load_checkpoint(path)["model"])
     collate = collate_fn(run.cfg.data)
-    train = build_dataset(run.cfg.data, "train", progress=False)
-    train.transforms = build_transforms(run.cfg.data, train=False)  # deterministic features
-    fit = matched_instances(run.model, train, collate, train_images)
+    fit = matched_instances(run.model, deterministic_train_set(run.cfg.data), collate, train_images)
     val = matched_instances(run.model, run.val_set, collate, val_images)
     probe = fit_linear(fit["z"], fit["labels"])(val["z"]) == val["labels"]
     counts = torch.bincount(val["labels"], minlength=run.cfg.model.num_classes)

@@ -95,15 +95,23 @@ def _accuracies(correct: torch.Tensor, areas: torch.Tensor) -> dict[str, float |
     return out
 
 
-def _train_val_features(extract: Callable, data_cfg: DataConfig, val_set, train_images: int,
-                        val_images: int):
-    """Pooled GT-object features of the train split (test-time resizing, no augmentation:
-    deterministic) and of ``val_set``: (x_tr, y_tr, x_va, y_va, val areas, num classes)."""
-    from rtinst.data.build import build_dataset, build_transforms, collate_fn
+def deterministic_train_set(data_cfg: DataConfig):
+    """The train split with test-time resizing and no augmentation (same features each call)."""
+    from rtinst.data.build import build_dataset, build_transforms
 
-    collate = collate_fn(data_cfg)
     train = build_dataset(data_cfg, "train", progress=False)
     train.transforms = build_transforms(data_cfg, train=False)
+    return train
+
+
+def _train_val_features(extract: Callable, data_cfg: DataConfig, val_set, train_images: int,
+                        val_images: int):
+    """Pooled GT-object features of the deterministic train split and of ``val_set``:
+    (x_tr, y_tr, x_va, y_va, val areas, num classes)."""
+    from rtinst.data.build import collate_fn
+
+    collate = collate_fn(data_cfg)
+    train = deterministic_train_set(data_cfg)
     x_tr, y_tr, _ = pooled_object_features(extract, train, collate, train_images)
     x_va, y_va, area_va = pooled_object_features(extract, val_set, collate, val_images)
     return x_tr, y_tr, x_va, y_va, area_va, train.num_classes

@@ -33,13 +33,20 @@ class LoadedRun:
         return self.val_set.class_names
 
 
-def load_run(run_dir: str | Path, data_root: str | Path | None = None) -> LoadedRun:
+def load_run(run_dir: str | Path, data_root: str | Path | None = None,
+             checkpoint: str | None = None) -> LoadedRun:
     """Model with the run's last checkpoint, in eval mode on CPU, and its val split.
 
     ``data_root`` replaces ``data.root`` of the run's config (a run trained elsewhere, or a
-    notebook executing in another folder).
+    notebook executing in another folder). ``checkpoint``: another weights file, a name in
+    the run's ``checkpoints/`` folder (e.g. ``snapshot_325it.pt``) or a path.
     """
     run_dir = Path(run_dir)
+    weights = run_dir / "checkpoints" / LAST
+    if checkpoint:
+        weights = Path(checkpoint) if Path(checkpoint).is_file() else run_dir / "checkpoints" / checkpoint
+        if not weights.is_file():
+            raise UserError(f"--checkpoint {checkpoint}: neither a file nor in {run_dir}/checkpoints/")
     record = read_record(run_dir)
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
@@ -50,7 +57,7 @@ def load_run(run_dir: str | Path, data_root: str | Path | None = None) -> Loaded
     # the checkpoint holds every weight: do not look for (or warn about) backbone files
     model_cfg = replace(cfg.model, backbone=replace(cfg.model.backbone, pretrained="none"))
     model = build_model(model_cfg)
-    state = load_checkpoint(run_dir / "checkpoints" / LAST)
+    state = load_checkpoint(weights)
     model.load_state_dict(state["model"])
     model.eval()
     return LoadedRun(run_dir, record, cfg, model, build_dataset(cfg.data, "val", progress=False))
