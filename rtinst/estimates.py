@@ -1,9 +1,11 @@
 """How long the missing work of a sweep takes, and what fits in a time budget.
 
-:func:`estimate` prices each missing run at the mean wall time of the finished runs of the
-same model and preset in the runs folder (a per-preset default before the first one;
-an evaluation-only run at 5 % of a training), and each cost measurement at the mean of the
-cached ones. :func:`within_budget` picks the missing runs that fit in a budget, for a bounded
+:func:`estimate` prices each missing run from the finished runs of the same model and preset
+in the runs folder: their median wall time per training step times the run's own step
+count (a 1440-step curve run beside 480-step table rows would otherwise triple the price of
+every row), or their median wall time per run where step counts are unknown; a per-preset
+default before the first one; an evaluation-only run at 5 % of a training. Each cost
+measurement is priced at the mean of the cached ones. :func:`within_budget` picks the missing runs that fit in a budget, for a bounded
 ``rtinst reproduce --budget-minutes``.
 """
 
@@ -49,7 +51,16 @@ def _fmt_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def _past_run_seconds(runs_dir: Path, model: str, preset: str) -> list[float]:
+def _steps(config: dict) -> int | None:
+    """Steps a recorded run trained; None when a minute budget may have stopped it early."""
+    train = config.get("train") or {}
+    steps = train.get("max_iters")
+    ok = isinstance(steps, int) and steps > 0 and train.get("max_minutes") is None
+    return steps if ok else None
+
+
+def _past_runs(runs_dir: Path, model: str, preset: str) -> list[tuple[float, int | None]]:
+    """(wall seconds, training steps or None) of each finished training run."""
     out = []
     for path in runs_dir.glob(f"{model}-{preset}-*/{RECORD_NAME}"):
         try:
@@ -57,8 +68,22 @@ def _past_run_seconds(runs_dir: Path, model: str, preset: str) -> list[float]:
         except UserError:
             continue
         if rec.status == "done" and rec.wall_time_s and not rec.artifacts.get("trained_in"):
-            out.append(float(rec.wall_time_s))
+            out.append((float(rec.wall_time_s), _steps(rec.config)))
     return out
+
+
+def _group_price(past: list[tuple[float, int | None]], preset: str):
+    """A function steps -> seconds for one (model, preset), and its basis text."""
+    rates = [wall / steps for wall, steps in past if steps]
+    per_run = statistics.median(wall for wall, _ in past) if past else \
+        DEFAULT_RUN_SECONDS.get(preset, DEFAULT_RUN_SECONDS["custom"])
+    if rates:
+        rate = statistics.median(rates)
+        return (lambda steps: rate * steps if steps else per_run,
+                f"{rate:.2f} s/step from {len(rates)} record(s)")
+    if past:
+        return lambda steps: per_run, f"{_fmt_seconds(per_run)}/run from {len(past)} record(s)"
+    return lambda steps: per_run, f"{_fmt_seconds(per_run)}/run (default)"
 
 
 def _price_runs(plan: Plan, runs: list[RunJob]) -> tuple[list[float], dict[str, str]]:
@@ -67,14 +92,9 @@ def _price_runs(plan: Plan, runs: list[RunJob]) -> tuple[list[float], dict[str, 
     for job in runs:
         group = (job.model, job.preset)
         if group not in per_group:
-            past = _past_run_seconds(Path(plan.runs_dir), *group)
-            if past:
-                per_group[group] = statistics.fmean(past)
-                basis[f"{group[0]}-{group[1]}"] = f"{_fmt_seconds(per_group[group])}/run from {len(past)} record(s)"
-            else:
-                per_group[group] = DEFAULT_RUN_SECONDS.get(group[1], DEFAULT_RUN_SECONDS["custom"])
-                basis[f"{group[0]}-{group[1]}"] = f"{_fmt_seconds(per_group[group])}/run (default)"
-        prices.append(per_group[group] * (0.05 if job.trained_from else 1.0))
+            per_group[group], basis[f"{group[0]}-{group[1]}"] = _group_price(
+                _past_runs(Path(plan.runs_dir), *group), group[1])
+        prices.append(per_group[group](job.max_iters) * (0.05 if job.trained_from else 1.0))
     return prices, basis
 
 

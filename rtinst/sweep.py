@@ -77,6 +77,7 @@ class RunJob:
     trained_from: str | None = None  # evaluation-only: the run whose checkpoint is evaluated
     depends_on: str | None = None  # config hash of that run
     gpus: int = 1
+    max_iters: int | None = None  # training steps (None: a minute budget), for the estimate
     used_by: list[str] = field(default_factory=list)  # "paper/table: row label"
 
     def status(self) -> str:
@@ -191,7 +192,8 @@ def plan_sweep(specs: Iterable[TableSpec], preset: str = "tiny", seeds: Iterable
                 if job is None:
                     job = RunJob(config_hash(cfg), str(run_dir_for(cfg, runs_dir)),
                                  str(row_base(spec, row, preset)), ovr, cfg.model.name, cfg.preset,
-                                 seed, gpus=gpus)
+                                 seed, gpus=gpus,
+                                 max_iters=None if cfg.train.max_minutes else cfg.train.max_iters)
                     if row.eval_of:
                         tcfg, _ = _resolve(spec, trained_row(spec, row), preset, seed, data_root, overrides)
                         job.trained_from = str(run_dir_for(tcfg, runs_dir))

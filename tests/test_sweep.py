@@ -190,11 +190,38 @@ def test_estimate_from_existing_records(tmp_path, data_root):
     from rtinst.config import load_config
 
     for i, secs in enumerate([40.0, 44.0]):  # two finished runs of the same model and preset
-        rec = RunRecord.start(load_config(overrides=["preset=smoke", f"seed={10 + i}"])).finish({})
+        rec = RunRecord.start(load_config(overrides=[
+            "preset=smoke", f"seed={10 + i}", f"train.max_iters={todo[0].max_iters}"])).finish({})
         rec.wall_time_s = secs
         write_record(rec, tmp_path / "runs" / f"sparseinst-smoke-old{i}")
     est = estimate(plan, todo, [], workers=3)
     assert est.runs == 3 and est.seconds == pytest.approx(42.0) and "from 2 record(s)" in str(est)
+
+
+def test_estimate_prices_runs_per_training_step(tmp_path, data_root):
+    """A long run (a 3x curve) beside a normal one: each missing run is priced at the median
+    seconds per step times its own steps, not at the mean wall time of the records."""
+    from rtinst.config import load_config
+
+    spec, plan = make_plan(tmp_path, data_root)
+    todo = pending_runs(plan)
+    steps = todo[0].max_iters
+    assert steps and all(j.max_iters == steps for j in todo)
+    for i, (mult, secs) in enumerate([(1, 40.0), (3, 126.0), (1, 44.0)]):
+        cfg = load_config(overrides=["preset=smoke", f"seed={10 + i}", f"train.max_iters={mult * steps}"])
+        rec = RunRecord.start(cfg).finish({})
+        rec.wall_time_s = secs
+        write_record(rec, tmp_path / "runs" / f"sparseinst-smoke-old{i}")
+    est = estimate(plan, todo, [])
+    assert est.seconds == pytest.approx(3 * 42.0)  # rates 40, 42, 44 s per `steps` -> median 42
+    assert f"{42.0 / steps:.2f} s/step from 3 record(s)" in str(est)
+    # a minute-budgeted record may have stopped early: it prices per run, not per step
+    cfg = load_config(overrides=["preset=smoke", "train.max_minutes=1"])
+    rec = RunRecord.start(cfg).finish({})
+    rec.wall_time_s = 60.0
+    write_record(rec, tmp_path / "runs" / "sparseinst-smoke-minutes")
+    assert estimate(plan, todo, []).seconds == pytest.approx(3 * 42.0)
+    assert "from 3 record(s)" in str(estimate(plan, todo, []))
 
 
 def test_unknown_executor_is_a_user_error():
