@@ -1,4 +1,4 @@
-"""`rtinst viz iam|prototypes|queries|tide|confusion --run RUN --out DIR`: figures of trained runs."""
+"""`rtinst viz iam|prototypes|queries|tide|curve|confusion --run RUN --out DIR`: figures of trained runs."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from rtinst.viz import render
 
     runs = args.run
-    if args.kind != "queries" and args.kind != "tide" and len(runs) > 1:
+    if args.kind not in ("queries", "tide", "curve") and len(runs) > 1:
         raise UserError(f"rtinst viz {args.kind}: takes one --run (got {len(runs)})")
     if args.labels is not None and len(args.labels) != len(runs):
         raise UserError(f"--label given {len(args.labels)} times for {len(runs)} --run folders")
@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         written = render.render_confusion(runs[0], args.out, **kw)
     elif args.kind == "queries":
         written = render.render_queries(runs, args.out, images or [0, 1], args.labels, args.min_score, **kw)
+    elif args.kind == "curve":
+        written = render.render_curve(runs, args.out, args.labels, args.goal)
     else:
         written = render.render_tide(runs, args.out, args.labels)
     for path in written:
@@ -53,12 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "detection and their mean over the val split per group. prototypes: YOLACT prototypes, "
         "coefficients and the mask assembly. queries: FastInst IA-guided query locations of each "
         "--run (e.g. the Table 6f IA-loss variants) beside the ground truth. tide: dAP per TIDE "
-        "error type across runs (records only, no checkpoint needed). confusion: ground-truth class "
+        "error type across runs (records only, no checkpoint needed). curve: mask AP vs training "
+        "minutes and steps across runs (their curve.json, recorded with train.snapshot_iters). confusion: ground-truth class "
         "x predicted class of the objects a run localized (needs its coco_segm_results.json).",
     )
-    p.add_argument("kind", choices=["iam", "prototypes", "queries", "tide", "confusion"])
+    p.add_argument("kind", choices=["iam", "prototypes", "queries", "tide", "curve", "confusion"])
     p.add_argument("--run", action="append", required=True, metavar="RUN_DIR",
-                   help="run folder (repeatable for queries and tide)")
+                   help="run folder (repeatable for queries, tide and curve)")
     p.add_argument("--out", required=True, help="folder for the PNG files")
     p.add_argument("--images", help="val image positions, comma-separated (default 0,1 / 0,1,2)")
     p.add_argument("--label", dest="labels", action="append", help="legend name per --run (repeatable)")
@@ -67,4 +70,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="iam: val images averaged for the mean IAMs (default 100)")
     p.add_argument("--min-score", type=float, default=0.3,
                    help="queries: detections at or above this score are highlighted (default 0.3)")
+    p.add_argument("--goal", type=float, help="curve: draw this AP as a dashed goal line")
     p.set_defaults(func=run)

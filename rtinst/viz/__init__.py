@@ -12,6 +12,7 @@
   hides: which classes are confused).
 - ``compare``: dAP per TIDE error type across models or sweep rows (SparseInst Figure 7
   style) and AP vs FPS / GFLOPs (each paper's Figure 1).
+- ``curves``: mask AP vs training minutes and steps across runs (their ``curve.json``).
 - ``table_plots``: the figure of each reproduced paper table and each paper's Figure 1 from
   the saved tables (used by ``rtinst.tables`` and the summary notebook).
 
@@ -21,6 +22,7 @@ Every function returns a matplotlib Figure; ``save_figure`` writes it atomically
 from rtinst.viz.compare import (speed_accuracy_figure, speed_accuracy_points, tide_comparison_figure,
                                tide_table)
 from rtinst.viz.confusion import class_confusion, confusion_figure, localized_accuracy, run_confusion
+from rtinst.viz.curves import curve_table, training_curve_figure
 from rtinst.viz.draw import save_figure
 from rtinst.viz.iam import iam_average, iam_average_figure, iam_figure
 from rtinst.viz.prototypes import assembly_figure, coefficients_figure, prototypes_figure
@@ -29,7 +31,7 @@ from rtinst.viz.run import LoadedRun, Sample, load_run, predict
 
 __all__ = [
     "LoadedRun", "Sample", "assembly_figure", "class_confusion", "confusion_figure",
-    "localized_accuracy", "run_confusion", "coefficients_figure", "iam_average",
+    "localized_accuracy", "run_confusion", "curve_table", "training_curve_figure", "coefficients_figure", "iam_average",
     "iam_average_figure", "iam_figure", "load_run", "predict", "prototypes_figure",
     "query_locations_figure", "query_masks_figure", "save_figure", "speed_accuracy_figure",
     "speed_accuracy_points",

@@ -13,6 +13,7 @@ from rtinst.experiments import RunRecord
 from rtinst.io import atomic_path
 from rtinst.viz.compare import tide_comparison_figure, tide_table
 from rtinst.viz.confusion import confusion_figure, run_confusion
+from rtinst.viz.curves import curve_table, training_curve_figure
 from rtinst.viz.draw import save_figure
 from rtinst.viz.iam import iam_average, iam_average_figure, iam_figure
 from rtinst.viz.prototypes import assembly_figure, coefficients_figure, prototypes_figure
@@ -99,6 +100,18 @@ def render_tide(runs, out: str | Path, labels: list[str] | None = None, show: bo
             with atomic_path(target) as tmp:
                 shutil.copyfile(plot, tmp)
             written.append(target)
+    return written
+
+
+def render_curve(runs, out: str | Path, labels: list[str] | None = None, goal: float | None = None,
+                 show: bool = False) -> list[Path]:
+    """Mask AP vs training minutes and steps across runs (+ the points as CSV)."""
+    table = curve_table(list(runs), labels)
+    out, written = Path(out), []
+    _save(training_curve_figure(table, goal=goal), out / "training_curves.png", written, show)
+    with atomic_path(out / "training_curves.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    written.append(out / "training_curves.csv")
     return written
 
 
