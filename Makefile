@@ -40,6 +40,7 @@ bench: venv
 	$(PY) tests/benchmarks/bench_coco_eval.py
 	$(PY) tests/benchmarks/bench_nms.py
 	$(VENV)/bin/rtinst bench all --model resnet50 --size 640x864 --out results/benchmarks/resnet50_640x864.json
+	$(PY) tests/benchmarks/bench_sweep_cost.py
 
 ## tiny-backbone: re-create rtinst/weights/tiny_backbone.pt (committed; ~85 min on 2 cores).
 ## Stage 1: 64 px object crops (80% held-out crop accuracy); stage 2: crops of 64/112/160 px,

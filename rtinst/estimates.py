@@ -86,7 +86,7 @@ def _group_price(past: list[tuple[float, int | None]], preset: str):
     return lambda steps: per_run, f"{_fmt_seconds(per_run)}/run (default)"
 
 
-def _price_runs(plan: Plan, runs: list[RunJob]) -> tuple[list[float], dict[str, str]]:
+def price_runs(plan: Plan, runs: list[RunJob]) -> tuple[list[float], dict[str, str]]:
     """Estimated seconds of each run (reading each model's past records once) and the basis."""
     prices, basis, per_group = [], {}, {}
     for job in runs:
@@ -101,7 +101,7 @@ def _price_runs(plan: Plan, runs: list[RunJob]) -> tuple[list[float], dict[str, 
 def estimate(plan: Plan, runs: list[RunJob], costs: list[CostJob], workers: int = 1) -> Estimate:
     """Time of the missing work, from the wall times of finished runs of the same model and
     preset (else a default per preset) and of cached cost measurements."""
-    prices, basis = _price_runs(plan, runs)
+    prices, basis = price_runs(plan, runs)
     total = sum(prices)
     if costs:
         past = [d["seconds"] for d in map(read_cost, Path(plan.costs_dir).glob("*.json"))
@@ -132,7 +132,7 @@ def within_budget(plan: Plan, runs: list[RunJob], seconds: float,
     later: list[RunJob] = []
     used = 0.0
     chosen: set[str] = set()
-    prices, _ = _price_runs(plan, ordered)
+    prices, _ = price_runs(plan, ordered)
     for job, price in zip(ordered, prices):
         cost = price / max(1, workers)
         dep_ready = (job.depends_on is None or job.depends_on in chosen
