@@ -5,8 +5,8 @@ in the runs folder: their median wall time per training step times the run's own
 count (a 1440-step curve run beside 480-step table rows would otherwise triple the price of
 every row), or their median wall time per run where step counts are unknown; a per-preset
 default before the first one; an evaluation-only run at 5 % of a training. Each cost
-measurement is priced at the mean of the cached ones. :func:`within_budget` picks the missing runs that fit in a budget, for a bounded
-``rtinst reproduce --budget-minutes``.
+measurement is priced at the mean of the cached ones. :func:`within_budget` picks the
+missing runs that fit in a budget, for a bounded ``rtinst reproduce --budget-minutes``.
 """
 
 from __future__ import annotations

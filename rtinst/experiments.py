@@ -23,6 +23,7 @@ from rtinst.io import atomic_write_json
 from rtinst.provenance import provenance
 
 RECORD_NAME = "record.json"
+CURVE_NAME = "curve.json"  # AP at each snapshot, written by training with snapshot_iters
 SCHEMA_VERSION = 1
 Status = Literal["running", "done", "failed"]
 

@@ -25,7 +25,7 @@ from rtinst.engine.inference import predict_coco
 from rtinst.engine.checkpoint import load_checkpoint
 from rtinst.engine.loop import TrainingDiverged, snapshot_name, train_loop
 from rtinst.errors import UserError
-from rtinst.experiments import RunRecord, write_record
+from rtinst.experiments import CURVE_NAME, RunRecord, write_record
 from rtinst.io import atomic_write_json, file_sha256
 from rtinst.models import build_model
 from rtinst.provenance import provenance
@@ -122,7 +122,7 @@ def evaluate_snapshots(model: torch.nn.Module, cfg: RunConfig, val_set, run_dir:
     model.load_state_dict(final_state)
     points.append({"minutes": round(summary["train_seconds"] / 60, 2), "iteration": summary["iterations"],
                    **{k: final[k] for k in CURVE_KEYS}})
-    path = run_dir / "curve.json"
+    path = run_dir / CURVE_NAME
     atomic_write_json(path, {"what": "mask AP on the val split vs minutes of training",
                              "step_time_s": summary["step_time_s"], "points": points})
     return path
@@ -182,6 +182,6 @@ def run_training(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> 
                         "checkpoint": "checkpoints/last.pt", "config": "config.yaml"}
     if cfg.train.snapshot_minutes or cfg.train.snapshot_iters:
         evaluate_snapshots(model, cfg, val_set, run_dir, device, metrics, summary, progress)
-        record.artifacts["curve"] = "curve.json"
+        record.artifacts["curve"] = CURVE_NAME
     write_record(record.finish(metrics), run_dir)
     return record

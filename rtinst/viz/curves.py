@@ -14,10 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from rtinst.errors import UserError
-from rtinst.experiments import read_record
+from rtinst.experiments import CURVE_NAME, read_record
 from rtinst.viz.compare import run_label
-
-CURVE_NAME = "curve.json"
 
 
 def curve_table(runs: list[str | Path], labels: list[str] | None = None) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from rtinst.estimates import price_runs
-from rtinst.experiments import read_record
+from rtinst.experiments import RECORD_NAME, read_record
 from rtinst.io import atomic_write_json
 from rtinst.provenance import provenance
 from rtinst.specs import load_specs
@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         m = models.setdefault(job.model, {"runs": 0, "done": 0, "done_hours": 0.0, "missing": 0,
                                           "missing_hours_estimated": 0.0, "done_run_minutes": []})
         m["runs"] += 1
-        status = job.status()
-        if status == "done":
-            wall = read_record(job.run_dir).wall_time_s or 0.0
+        rec = read_record(job.run_dir) if (Path(job.run_dir) / RECORD_NAME).is_file() else None
+        if rec is not None and rec.status == "done":
+            wall = rec.wall_time_s or 0.0
             m["done"] += 1
             m["done_hours"] += wall / 3600
             m["done_run_minutes"].append(wall / 60)
