@@ -1,16 +1,25 @@
 """How long the missing work of a sweep takes, and what fits in a time budget.
 
 :func:`estimate` prices each missing run from the finished runs of the same model and preset
-in the runs folder: their median wall time per training step times the run's own step
+in the runs folder: their median *machine* time per training step times the run's own step
 count (a 1440-step curve run beside 480-step table rows would otherwise triple the price of
-every row), or their median wall time per run where step counts are unknown; a per-preset
+every row), or their median machine time per run where step counts are unknown; a per-preset
 default before the first one; an evaluation-only run at 5 % of a training. Each cost
 measurement is priced at the mean of the cached ones. :func:`within_budget` picks the
 missing runs that fit in a budget, for a bounded ``rtinst reproduce --budget-minutes``.
+
+Machine time, because local workers share one CPU: a run trained with 1 of 2 cores (a
+``--workers 2`` sweep, or a job beside another) took twice the wall time for the same work,
+so its wall time is scaled by the share of the cores it had, and a local pool of N workers
+on a CPU finishes in the sum of its runs' machine times, not 1/N of it (measured on the
+2-core machine: two 1-thread FastInst runs side by side step at 1.9 and 3.4 s where one
+2-thread run alone steps at 0.97 and 1.5 s). Only cluster workers (submitit), each on its
+own machine, divide the time.
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +43,38 @@ class Estimate:
     seconds: float
     workers: int
     basis: dict[str, str]
+    executor: str = "local"
 
     def __str__(self) -> str:
         if not self.runs and not self.costs:
             return "nothing to compute: every run and cost is cached"
         basis = "; ".join(f"{k}: {v}" for k, v in self.basis.items())
+        shared = (" sharing this machine" if self.workers > 1 and parallel_runs(self.executor, self.workers) == 1
+                  else "")
         return (f"to compute: {self.runs} run(s) and {self.costs} cost measurement(s), about "
-                f"{_fmt_seconds(self.seconds)} with {self.workers} worker(s) ({basis})")
+                f"{_fmt_seconds(self.seconds)} with {self.workers} worker(s){shared} ({basis})")
+
+
+def parallel_runs(executor: str, workers: int) -> int:
+    """How many runs' worth of work proceed at once: cluster jobs each get a machine; local
+    workers split this machine's cores, which a CPU run already fills (see the module doc)."""
+    return max(1, workers) if executor == "submitit" else 1
+
+
+def machine_share(provenance: dict) -> float:
+    """Share of its machine a recorded run had: torch threads / CPU cores on a CPU (1 when
+    unknown or on a GPU). Records before ``cpu_count`` was kept name the cores in
+    ``hardware`` ('CPU: ... (2 cores)')."""
+    if str(provenance.get("device", "cpu")).startswith("cuda"):
+        return 1.0
+    threads = provenance.get("torch_threads")
+    cores = provenance.get("cpu_count")
+    if cores is None:
+        m = re.search(r"\((\d+) cores\)", str(provenance.get("hardware", "")))
+        cores = int(m.group(1)) if m else None
+    if not threads or not cores:
+        return 1.0
+    return min(1.0, threads / cores)
 
 
 def _fmt_seconds(s: float) -> str:
@@ -60,7 +94,7 @@ def _steps(config: dict) -> int | None:
 
 
 def _past_runs(runs_dir: Path, model: str, preset: str) -> list[tuple[float, int | None]]:
-    """(wall seconds, training steps or None) of each finished training run."""
+    """(machine seconds, training steps or None) of each finished training run."""
     out = []
     for path in runs_dir.glob(f"{model}-{preset}-*/{RECORD_NAME}"):
         try:
@@ -68,7 +102,7 @@ def _past_runs(runs_dir: Path, model: str, preset: str) -> list[tuple[float, int
         except UserError:
             continue
         if rec.status == "done" and rec.wall_time_s and not rec.artifacts.get("trained_in"):
-            out.append((float(rec.wall_time_s), _steps(rec.config)))
+            out.append((float(rec.wall_time_s) * machine_share(rec.provenance), _steps(rec.config)))
     return out
 
 
@@ -98,9 +132,10 @@ def price_runs(plan: Plan, runs: list[RunJob]) -> tuple[list[float], dict[str, s
     return prices, basis
 
 
-def estimate(plan: Plan, runs: list[RunJob], costs: list[CostJob], workers: int = 1) -> Estimate:
-    """Time of the missing work, from the wall times of finished runs of the same model and
-    preset (else a default per preset) and of cached cost measurements."""
+def estimate(plan: Plan, runs: list[RunJob], costs: list[CostJob], workers: int = 1,
+             executor: str = "local") -> Estimate:
+    """Time of the missing work, from the machine times of finished runs of the same model
+    and preset (else a default per preset) and of cached cost measurements."""
     prices, basis = price_runs(plan, runs)
     total = sum(prices)
     if costs:
@@ -109,11 +144,12 @@ def estimate(plan: Plan, runs: list[RunJob], costs: list[CostJob], workers: int 
         per = statistics.fmean(past) if past else DEFAULT_COST_SECONDS
         basis["costs"] = f"{_fmt_seconds(per)}/model" + (" (default)" if not past else "")
         total += per * len(costs)
-    return Estimate(len(runs), len(costs), total / max(1, workers), workers, basis)
+    return Estimate(len(runs), len(costs), total / parallel_runs(executor, workers), workers, basis,
+                    executor)
 
 
-def within_budget(plan: Plan, runs: list[RunJob], seconds: float,
-                  workers: int = 1) -> tuple[list[RunJob], list[RunJob]]:
+def within_budget(plan: Plan, runs: list[RunJob], seconds: float, workers: int = 1,
+                  executor: str = "local") -> tuple[list[RunJob], list[RunJob]]:
     """Split the missing ``runs`` into (fits, later): in plan order (an evaluation-only run
     right after the training run it evaluates), each run whose estimated time still fits in
     ``seconds`` is taken; an evaluation-only run only with (or after) its training run. A
@@ -134,7 +170,7 @@ def within_budget(plan: Plan, runs: list[RunJob], seconds: float,
     chosen: set[str] = set()
     prices, _ = price_runs(plan, ordered)
     for job, price in zip(ordered, prices):
-        cost = price / max(1, workers)
+        cost = price / parallel_runs(executor, workers)
         dep_ready = (job.depends_on is None or job.depends_on in chosen
                      or plan.runs[job.depends_on].status() == "done")
         if dep_ready and used + cost <= seconds:

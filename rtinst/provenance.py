@@ -59,6 +59,7 @@ def provenance(device: str = "cpu") -> dict:
         "hardware": hardware(device),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "hostname": platform.node(),
         "platform": platform.platform(),
         "python": platform.python_version(),

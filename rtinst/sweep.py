@@ -452,7 +452,7 @@ def run_sweep(plan: Plan, executor: str = "local", workers: int = 1, force: bool
         result.seconds = time.time() - t0
         return result
     if announce:
-        log(str(estimate(plan, todo, costs, workers)))
+        log(str(estimate(plan, todo, costs, workers, executor)))
     fresh = {j.config_hash for j in todo if force or j.status() == "failed"}
     pool = Executor(executor, workers, submitit_folder or Path(plan.runs_dir) / "_submitit",
                     submitit_params)

@@ -193,9 +193,36 @@ def test_estimate_from_existing_records(tmp_path, data_root):
         rec = RunRecord.start(load_config(overrides=[
             "preset=smoke", f"seed={10 + i}", f"train.max_iters={todo[0].max_iters}"])).finish({})
         rec.wall_time_s = secs
+        rec.provenance.update(device="cpu", torch_threads=2, cpu_count=2)
         write_record(rec, tmp_path / "runs" / f"sparseinst-smoke-old{i}")
-    est = estimate(plan, todo, [], workers=3)
-    assert est.runs == 3 and est.seconds == pytest.approx(42.0) and "from 2 record(s)" in str(est)
+    est = estimate(plan, todo, [])
+    assert est.runs == 3 and est.seconds == pytest.approx(3 * 42.0) and "from 2 record(s)" in str(est)
+    # local workers share this machine's cores: no faster; cluster workers each have a machine
+    shared = estimate(plan, todo, [], workers=3)
+    assert shared.seconds == pytest.approx(3 * 42.0) and "3 worker(s) sharing this machine" in str(shared)
+    assert estimate(plan, todo, [], workers=3, executor="submitit").seconds == pytest.approx(42.0)
+
+
+def test_estimate_counts_machine_time_of_runs_that_shared_the_cpu(tmp_path, data_root):
+    """A record trained with 1 thread of 2 cores (a --workers 2 sweep) took twice the wall
+    time for the same work: it is priced at half its wall time."""
+    from rtinst.config import load_config
+    from rtinst.estimates import machine_share
+
+    spec, plan = make_plan(tmp_path, data_root)
+    todo = pending_runs(plan)
+    for i, (secs, threads) in enumerate([(84.0, 1), (42.0, 2)]):
+        rec = RunRecord.start(load_config(overrides=[
+            "preset=smoke", f"seed={10 + i}", f"train.max_iters={todo[0].max_iters}"])).finish({})
+        rec.wall_time_s = secs
+        rec.provenance.update(device="cpu", torch_threads=threads, cpu_count=2)
+        write_record(rec, tmp_path / "runs" / f"sparseinst-smoke-old{i}")
+    assert estimate(plan, todo, []).seconds == pytest.approx(3 * 42.0)
+    # records from before cpu_count was kept: the cores are read from the hardware label
+    assert machine_share({"device": "cpu", "torch_threads": 1,
+                          "hardware": "CPU: AMD EPYC (2 cores)"}) == 0.5
+    assert machine_share({"device": "cuda:0", "torch_threads": 1, "cpu_count": 16}) == 1.0
+    assert machine_share({}) == 1.0
 
 
 def test_estimate_prices_runs_per_training_step(tmp_path, data_root):
@@ -211,6 +238,7 @@ def test_estimate_prices_runs_per_training_step(tmp_path, data_root):
         cfg = load_config(overrides=["preset=smoke", f"seed={10 + i}", f"train.max_iters={mult * steps}"])
         rec = RunRecord.start(cfg).finish({})
         rec.wall_time_s = secs
+        rec.provenance.update(device="cpu", torch_threads=2, cpu_count=2)
         write_record(rec, tmp_path / "runs" / f"sparseinst-smoke-old{i}")
     est = estimate(plan, todo, [])
     assert est.seconds == pytest.approx(3 * 42.0)  # rates 40, 42, 44 s per `steps` -> median 42
@@ -219,6 +247,7 @@ def test_estimate_prices_runs_per_training_step(tmp_path, data_root):
     cfg = load_config(overrides=["preset=smoke", "train.max_minutes=1"])
     rec = RunRecord.start(cfg).finish({})
     rec.wall_time_s = 60.0
+    rec.provenance.update(device="cpu", torch_threads=2, cpu_count=2)
     write_record(rec, tmp_path / "runs" / "sparseinst-smoke-minutes")
     assert estimate(plan, todo, []).seconds == pytest.approx(3 * 42.0)
     assert "from 3 record(s)" in str(estimate(plan, todo, []))

@@ -75,15 +75,16 @@ def reproduce(args: argparse.Namespace) -> int:
     bounded = args.cached_only or args.budget_minutes is not None
     if args.cached_only:
         _say(f"cached only: {len(todo)} run(s) without a record are not trained, their accuracy "
-             f"cells stay empty (marked missing); estimate: {estimate(plan, [], costs, args.workers)}")
+             f"cells stay empty (marked missing); estimate: {estimate(plan, [], costs, args.workers, args.executor)}")
         todo = []
     elif args.budget_minutes is not None:
-        todo, later = within_budget(plan, todo, args.budget_minutes * 60, args.workers)
+        todo, later = within_budget(plan, todo, args.budget_minutes * 60, args.workers,
+                                    args.executor)
         _say(f"budget {args.budget_minutes:g} min: training {len(todo)} run(s) now "
-             f"({estimate(plan, todo, costs, args.workers)}); {len(later)} run(s) stay missing "
-             f"for a later call ({estimate(plan, later, [], args.workers)})")
+             f"({estimate(plan, todo, costs, args.workers, args.executor)}); {len(later)} run(s) stay missing "
+             f"for a later call ({estimate(plan, later, [], args.workers, args.executor)})")
     else:
-        _say(f"estimate: {estimate(plan, todo, costs, args.workers)}")
+        _say(f"estimate: {estimate(plan, todo, costs, args.workers, args.executor)}")
     if args.dry_run:
         return 0
     if bounded:  # run exactly the chosen runs (a forced or retried one included)

@@ -74,7 +74,7 @@ def sweep(args: argparse.Namespace) -> int:
     todo, costs = pending_runs(plan, args.force, args.retry_failed), pending_costs(plan, args.force)
     print(f"{len(specs)} spec(s), {len(plan.runs)} distinct run(s) x seeds {seeds} at preset "
           f"{args.preset}, {len(plan.costs)} cost model(s) at {cp or 'no'} scale", file=sys.stderr)
-    print(estimate(plan, todo, costs, args.workers), file=sys.stderr)
+    print(estimate(plan, todo, costs, args.workers, args.executor), file=sys.stderr)
     if args.dry_run:
         for job in todo:
             print(f"  {job.status():8s} {Path(job.run_dir).name}  <- {', '.join(job.used_by[:3])}")

@@ -1,12 +1,14 @@
 """Total CPU cost of the full tiny sweep (every distinct run of every spec, one seed), from
-the committed run records: measured wall time of the runs that are done, the per-step
-estimate (`rtinst.estimates`) for the missing ones, per model and in total.
+the committed run records: measured machine time of the runs that are done (wall time x
+the share of the cores each had), the per-step estimate (`rtinst.estimates`) for the
+missing ones, per model and in total.
 
     python tests/benchmarks/bench_sweep_cost.py [--seeds 0] [--runs-dir results/runs]
 
 Writes ``results/benchmarks/tiny_sweep_cost.json`` atomically. Reads records only (seconds).
-The done runs' times are what they cost on the machine that ran them (a run sharing the CPU
-with another job is slower), so the total is this machine's real bill, not an idle ideal.
+A run trained with 1 of the 2 cores (beside another job) counts half its wall time: the
+other half paid for the other job. Contention the record cannot see (two 2-thread jobs) is
+still in its time, so the total is this machine's real bill, not an idle ideal.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from rtinst.estimates import price_runs
+from rtinst.estimates import machine_share, price_runs
 from rtinst.experiments import RECORD_NAME, read_record
 from rtinst.io import atomic_write_json
 from rtinst.provenance import provenance
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         m["runs"] += 1
         rec = read_record(job.run_dir) if (Path(job.run_dir) / RECORD_NAME).is_file() else None
         if rec is not None and rec.status == "done":
-            wall = rec.wall_time_s or 0.0
+            wall = (rec.wall_time_s or 0.0) * machine_share(rec.provenance)
             m["done"] += 1
             m["done_hours"] += wall / 3600
             m["done_run_minutes"].append(wall / 60)
@@ -59,15 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     done = sum(m["done_hours"] for m in models.values())
     missing = sum(m["missing_hours_estimated"] for m in models.values())
     record = {
-        "what": "CPU cost of the full tiny sweep (all 24 specs, distinct runs, one worker)",
+        "what": "CPU cost of the full tiny sweep (all 24 specs, distinct runs, machine hours)",
         "command": "python tests/benchmarks/bench_sweep_cost.py",
         "scale": "tiny", "seeds": seeds, "specs": len(specs), "distinct_runs": len(jobs),
         "per_model": models, "estimate_basis": basis,
         "total_hours": round(done + missing, 2), "done_hours": round(done, 2),
         "missing_hours_estimated": round(missing, 2),
-        "note": "done = measured wall time of the committed records (training + evaluation + "
-                "TIDE; some shared the CPU with a second job); missing = median s/step of the "
-                "finished runs x each run's steps",
+        "note": "done = measured machine time of the committed records (training + evaluation "
+                "+ TIDE; wall time x torch threads / cores); missing = median machine s/step of "
+                "the finished runs x each run's steps",
         "provenance": provenance(),
     }
     atomic_write_json(OUT, record)
