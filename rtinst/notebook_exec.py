@@ -4,12 +4,18 @@ The sweep runs every training through ``notebooks/run.ipynb`` and ``rtinst repro
 executes one notebook per table: starting a kernel and importing torch/pandas each time
 costs seconds per notebook, so this process keeps one kernel per (folder, environment)
 alive and papermill reuses it.
+
+Kernels talk over IPC sockets in a private (0700) temp folder rather than TCP on localhost:
+no port open to other local users' plain-text traffic, and no ipykernel warning about it on
+every notebook of a sweep (TCP only where IPC does not exist, on Windows).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +27,30 @@ KERNEL_ENV = (BUILD_MODEL_ENV, "CUDA_VISIBLE_DEVICES", "PYTHONPATH")
 _WARM_KERNELS: dict[tuple, Any] = {}  # (kernel, cwd, env) -> a started kernel manager
 
 
-def shutdown_kernels() -> None:
+def _kernel_manager(kernel_name: str) -> Any:
+    """A not yet started kernel manager (nbclient's default class) on IPC sockets in its own
+    temp folder, removed again by :func:`_shutdown`."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    if os.name == "nt":
+        return AsyncKernelManager(kernel_name=kernel_name)
+    folder = tempfile.mkdtemp(prefix="rtinst-kernel-")
+    return AsyncKernelManager(kernel_name=kernel_name, transport="ipc",
+                              ip=os.path.join(folder, "kernel"))
+
+
+def _shutdown(km: Any) -> None:
     from jupyter_core.utils import run_sync
 
+    with contextlib.suppress(Exception):
+        run_sync(km.shutdown_kernel)(now=True)
+    if km.transport == "ipc":
+        shutil.rmtree(os.path.dirname(km.ip), ignore_errors=True)
+
+
+def shutdown_kernels() -> None:
     for km in list(_WARM_KERNELS.values()):
-        with contextlib.suppress(Exception):
-            run_sync(km.shutdown_kernel)(now=True)
+        _shutdown(km)
     _WARM_KERNELS.clear()
 
 
@@ -43,7 +67,11 @@ def execute_notebook(input_path: str | Path, output_path: str | Path, parameters
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine, papermill_engines
 
-    class WarmKernelEngine(NBClientEngine):
+    class KernelEngine(NBClientEngine):
+        """papermill's nbclient engine with rtinst's kernels: IPC, and kept warm if asked."""
+
+        keep_warm = True
+
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
                                      stderr_file=None, start_timeout=60, execution_timeout=None,
@@ -54,12 +82,13 @@ def execute_notebook(input_path: str | Path, output_path: str | Path, parameters
             # A kernel keeps the environment and folder it started with: reuse it only for
             # the same ones (else start a fresh kernel and retire the old one).
             key = (kernel_name, os.getcwd(), *(os.environ.get(v) for v in KERNEL_ENV))
-            km = _WARM_KERNELS.get(key)
+            km = _WARM_KERNELS.pop(key, None) if cls.keep_warm else None
             if km is None and _WARM_KERNELS:
                 shutdown_kernels()
             if km is not None and not run_sync(km.is_alive)():
-                _WARM_KERNELS.pop(key)
+                _shutdown(km)
                 km = None
+            km = km or _kernel_manager(kernel_name)
             client = PapermillNotebookClient(
                 nb_man, km=km, timeout=execution_timeout, startup_timeout=start_timeout,
                 kernel_name=kernel_name, log=logger, log_output=log_output,
@@ -67,17 +96,23 @@ def execute_notebook(input_path: str | Path, output_path: str | Path, parameters
             try:
                 return client.execute(cleanup_kc=False)
             finally:
-                if client.km is not None:
+                if client.kc is not None:
+                    client.kc.stop_channels()
+                if cls.keep_warm:
                     if not _WARM_KERNELS:
                         import atexit
 
                         atexit.register(shutdown_kernels)
-                    _WARM_KERNELS[key] = client.km
-                if client.kc is not None:
-                    client.kc.stop_channels()
+                    _WARM_KERNELS[key] = km
+                else:
+                    _shutdown(km)
 
-    if warm and "rtinst-warm" not in papermill_engines._engines:
-        papermill_engines.register("rtinst-warm", WarmKernelEngine)
+    class FreshKernelEngine(KernelEngine):
+        keep_warm = False
+
+    for name, engine in (("rtinst-warm", KernelEngine), ("rtinst-fresh", FreshKernelEngine)):
+        if name not in papermill_engines._engines:
+            papermill_engines.register(name, engine)
     import warnings
 
     with warnings.catch_warnings():
@@ -85,4 +120,4 @@ def execute_notebook(input_path: str | Path, output_path: str | Path, parameters
         papermill.execute_notebook(str(input_path), str(output_path), parameters=parameters,
                                    kernel_name="python3", progress_bar=False, log_output=False,
                                    cwd=str(cwd or os.getcwd()),
-                                   engine_name="rtinst-warm" if warm else None)
+                                   engine_name="rtinst-warm" if warm else "rtinst-fresh")
