@@ -6,6 +6,8 @@
 - ``notebooks/run.ipynb``: one run (papermill parameters: base_config, overrides, run_dir,
   trained_from, gpus); trains + evaluates through ``rtinst.sweep.run_one``, then shows the
   loss curve, a few predictions on val images and the AP / TIDE numbers.
+- ``notebooks/ablation.ipynb``: the same for any spec file, e.g. an own ablation without
+  ``paper_csv`` (default parameter: ``experiments/examples/yolact_fpn_width.yaml``).
 - ``notebooks/<paper>/<table>.ipynb``: one per spec in ``experiments/``; parameters preset,
   seeds, executor, workers, data_root, force, runs_dir, results_dir, cost_preset,
   via_notebook, run, overrides, latency; everything happens in ``rtinst.tables.reproduce_table``.
@@ -60,12 +62,17 @@ def run_notebook():
     ]
 
 
-def table_notebook(spec_rel: str, title: str):
+def table_notebook(spec_rel: str, title: str, own: bool = False):
+    intro = ("Spec: the `spec` parameter (any spec file; this default is an example without "
+             "`paper_csv`, see experiments/README.md). Our numbers per row (mean ± std over "
+             "seeds), the change against the baseline row, cost columns at paper scale, and "
+             "whether each of the spec's claims (our hypotheses) holds at this scale."
+             if own else
+             f"Spec: `{spec_rel}`. The paper's numbers and ours side by side (mean ± std over "
+             "seeds), the change against the baseline row, cost columns at paper scale, and "
+             "whether each of the paper's claims is reproduced at this scale.")
     return [
-        new_markdown_cell(f"# {title}\n\nSpec: `{spec_rel}`. The paper's numbers and ours side "
-                          "by side (mean ± std over seeds), the change against the baseline row, "
-                          "cost columns at paper scale, and whether each of the paper's claims "
-                          "is reproduced at this scale."),
+        new_markdown_cell(f"# {title}\n\n{intro}"),
         _params(f'spec = "{spec_rel}"\n'
                 'preset = "tiny"  # smoke | tiny | coco\n'
                 'seeds = "0"  # e.g. "0,1,2"\n'
@@ -89,9 +96,9 @@ def table_notebook(spec_rel: str, title: str):
                       "                                cost_preset=cost_preset, via_notebook=via_notebook, run=run,\n"
                       "                                overrides=overrides, latency=latency)\n"
                       "print(tables.SCALE_NOTE.get(preset, preset))"),
-        new_markdown_cell("## Paper vs ours"),
+        new_markdown_cell("## Ours per row" if own else "## Paper vs ours"),
         new_code_cell("result.view"),
-        new_markdown_cell("## The paper's claims at this scale"),
+        new_markdown_cell("## The spec's claims at this scale" if own else "## The paper's claims at this scale"),
         new_code_cell("result.claims[['claim', 'metric', 'paper_diff', 'ours_diff', 'noise', 'verdict', 'scale']].round(2)"),
         new_markdown_cell("## Plot"),
         new_code_cell("result.image()"),
@@ -229,6 +236,8 @@ def all_notebooks() -> dict[Path, object]:
            HERE / "summary.ipynb": _notebook(summary_notebook())}
     for name, cells in analysis_notebooks().items():
         out[HERE / "analysis" / f"{name}.ipynb"] = _notebook(cells)
+    out[HERE / "ablation.ipynb"] = _notebook(table_notebook(
+        "experiments/examples/yolact_fpn_width.yaml", "An own ablation", own=True))
     for spec in list_specs(REPO / "experiments"):
         data = yaml.safe_load(spec.read_text())
         title = f"{data['paper']} {data.get('title', spec.stem)}"

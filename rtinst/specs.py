@@ -29,6 +29,22 @@ trained for that row with inference-time overrides, e.g. YOLACT's NMS type);
 ``implemented: false`` (methods outside the three papers: the paper's numbers only) and
 ``note``; ``cost_input_size`` (per row).
 
+An *own ablation* - a researcher's table that no paper printed - is a spec without
+``paper_csv``: the same rows, overrides, metrics, costs, plot and claims, with the paper's
+columns left empty and each claim checked on our numbers only (a hypothesis rather than a
+paper's claim). Its rows carry no ``match`` / ``paper_row``, and the plot's ``x`` (and
+``group``) name a dotted config key that every row sets in its overrides::
+
+    paper: own                       # any name: outputs go to <paper>_<table>.csv
+    table: yolact_fpn_width
+    model: yolact
+    rows:
+      - {label: FPN 32, overrides: [model.fpn_channels=32]}
+      - {label: FPN 64, overrides: [model.fpn_channels=64]}
+    claims:
+      - {metric: ap, a: FPN 64, op: ">", b: FPN 32}
+    plot: {x: model.fpn_channels, metrics: [ap, gflops]}
+
 Every problem - an unknown key, a paper row that does not exist, an override of a config
 field that does not exist - is a one-line :class:`SpecError` naming the spec file and row.
 """
@@ -47,7 +63,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from rtinst.config import ConfigError, RunConfig, apply_overrides, from_dict, load_config, to_dict
+from rtinst.config import (ConfigError, RunConfig, apply_overrides, from_dict, load_config,
+                           parse_override, to_dict)
 from rtinst.errors import UserError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -55,6 +72,9 @@ REPO_ROOT = PACKAGE_DIR.parent
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 VENDORED_TABLES = EXPERIMENTS_DIR / "paper_tables"
 PAPER_TABLES_ENV = "RTINST_PAPER_TABLES"
+
+# The papers whose tables experiments/ reproduces (the summary's scope).
+PAPERS = ("fastinst", "sparseinst", "yolact")
 
 # Paper column -> our metric key where the names differ (the papers' AR is AR@100).
 OUR_METRIC = {"ar": "ar100"}
@@ -112,9 +132,9 @@ class TableSpec:
     paper: str
     table: str
     title: str
-    paper_csv: str
     model: str
     rows: list[RowSpec]
+    paper_csv: str | None = None  # None: an own ablation, no paper numbers
     metrics: list[str] = field(default_factory=lambda: ["ap"])
     cost_metrics: list[str] = field(default_factory=lambda: ["gflops", "params_m"])
     paper_cost_columns: list[str] = field(default_factory=list)
@@ -206,7 +226,9 @@ def resolve_base_config(template: str, model: str, preset: str) -> Path:
 
 
 def list_specs(root: Path = EXPERIMENTS_DIR) -> list[Path]:
-    return sorted(p for p in root.glob("*/*.yaml") if p.parent.name != "paper_tables")
+    """The paper tables' specs (``all``); own ablations such as ``experiments/examples/`` are
+    run by path or name, never as part of ``all``."""
+    return sorted(p for p in root.glob("*/*.yaml") if p.parent.name in PAPERS)
 
 
 def find_spec(name: str, root: Path = EXPERIMENTS_DIR) -> Path:
@@ -214,6 +236,9 @@ def find_spec(name: str, root: Path = EXPERIMENTS_DIR) -> Path:
     p = Path(name)
     if p.suffix == ".yaml" and p.is_file():
         return p
+    own = root / f"{name.removesuffix('.yaml')}.yaml"  # e.g. examples/yolact_fpn_width
+    if own.is_file():
+        return own
     hits = [s for s in list_specs(root)
             if f"{s.parent.name}/{s.stem}".startswith(name.removesuffix(".yaml"))]
     exact = [s for s in hits if f"{s.parent.name}/{s.stem}" == name.removesuffix(".yaml")]
@@ -305,7 +330,7 @@ def parse_spec(data: Any, path: Path | None = None) -> TableSpec:
     if not isinstance(data, dict):
         raise SpecError(f"{where}: expected a mapping at the top level")
     _check_keys(data, TableSpec, where)
-    for key in ("paper", "table", "paper_csv", "model", "rows"):
+    for key in ("paper", "table", "model", "rows"):
         if key not in data:
             raise SpecError(f"{where}: missing required key '{key}'")
     data = dict(data)
@@ -336,20 +361,25 @@ def _validate_structure(spec: TableSpec) -> None:
     for m in spec.cost_metrics:
         if m not in COST_METRICS and not m.endswith(("_ms", "_pct")):
             raise SpecError(f"{where}: unknown cost metric '{m}'; known: {', '.join(sorted(COST_METRICS))}")
-    csv = read_paper_csv(spec.paper_csv)
+    csv = read_paper_csv(spec.paper_csv) if spec.paper_csv is not None else None
+    if csv is None:
+        _validate_own_ablation(spec)
     for c in spec.paper_cost_columns:
-        if c not in csv.columns or c not in PAPER_COST_COLUMNS:
-            raise SpecError(f"{where}: paper_cost_columns: '{c}' is not a cost column of {spec.paper_csv}")
+        if csv is None or c not in csv.columns or c not in PAPER_COST_COLUMNS:
+            raise SpecError(f"{where}: paper_cost_columns: '{c}' is not a cost column of "
+                            f"{spec.paper_csv or 'a spec without paper_csv'}")
     if spec.baseline is not None and spec.baseline not in labels:
         raise SpecError(f"{where}: baseline {spec.baseline!r} is not a row label")
     if len(spec.cost_input_size) != 2:
         raise SpecError(f"{where}: cost_input_size must be [height, width]")
     seen: dict[int, str] = {}
     for row in spec.rows:
-        row.paper_row = _resolve_paper_row(spec, row, csv)
-        if row.paper_row in seen:
+        if csv is not None:
+            row.paper_row = _resolve_paper_row(spec, row, csv)
+        if row.paper_row is not None and row.paper_row in seen:
             raise SpecError(f"{spec.where(row)}: maps to the same paper row as {seen[row.paper_row]!r}")
-        seen[row.paper_row] = row.label
+        if row.paper_row is not None:
+            seen[row.paper_row] = row.label
         if row.eval_of is not None:
             base = next((r for r in spec.rows if r.label == row.eval_of), None)
             if base is None or not base.implemented or base.eval_of is not None:
@@ -370,7 +400,46 @@ def _validate_structure(spec: TableSpec) -> None:
                 guess = difflib.get_close_matches(lab, labels, n=1, cutoff=0.5)
                 hint = f"; did you mean {guess[0]!r}?" if guess else ""
                 raise SpecError(f"{where}: claim {text!r}: unknown row {lab!r}{hint}")
-        _check_claim_against_paper(spec, c, csv, text)
+        if csv is not None:
+            _check_claim_against_paper(spec, c, csv, text)
+
+
+def _validate_own_ablation(spec: TableSpec) -> None:
+    """A spec without ``paper_csv``: no row maps to a paper row, and the plot's x / group
+    are config keys that every implemented row sets."""
+    for row in spec.rows:
+        if row.match or row.paper_row is not None:
+            key = "match" if row.match else "paper_row"
+            raise SpecError(f"{spec.where(row)}: '{key}' needs the spec's paper_csv (a spec "
+                            f"without one is an own ablation: its rows map to no paper row)")
+        if not row.implemented:
+            raise SpecError(f"{spec.where(row)}: 'implemented: false' rows show a paper's "
+                            f"numbers, and this spec has no paper_csv")
+    for axis in ("x", "group"):
+        key = spec.plot.get(axis)
+        if not key:
+            continue
+        for row in spec.rows:
+            if row_value(spec, row, key) is None:
+                raise SpecError(f"{spec.where(row)}: plot.{axis} '{key}' must be a config key "
+                                f"that this row's overrides set (e.g. {key}=...)")
+
+
+def row_value(spec: TableSpec, row: RowSpec, column: str) -> Any:
+    """A row's value of ``column`` for plots: the paper CSV's cell, or in an own ablation
+    the value that the spec's and the row's overrides give the config key ``column``
+    (None when they do not set it)."""
+    if spec.paper_csv is not None:
+        return read_paper_csv(spec.paper_csv).at[row.paper_row, column]
+    value = None
+    for text in list(spec.overrides) + list(row.overrides):
+        try:
+            keys, v = parse_override(text)
+        except ConfigError:
+            continue  # a malformed override is reported by validate_configs, naming the row
+        if ".".join(keys) == column:
+            value = v
+    return value
 
 
 def _check_claim_against_paper(spec: TableSpec, c: ClaimSpec, csv: pd.DataFrame, text: str) -> None:

@@ -29,7 +29,7 @@ import pandas as pd
 
 from rtinst.experiments import read_record
 from rtinst.io import atomic_path
-from rtinst.specs import OUR_METRIC, TableSpec, load_spec, paper_numbers, read_paper_csv
+from rtinst.specs import OUR_METRIC, PAPERS, TableSpec, load_spec, paper_numbers, read_paper_csv
 from rtinst.viz.table_plots import plot_table
 
 REPRODUCED, NOT_REPRODUCED, WITHIN_NOISE = "reproduced", "not reproduced", "within noise"
@@ -114,7 +114,8 @@ def _status(group: pd.DataFrame | None, n_seeds: int) -> str:
 def build_table(spec: TableSpec, runs: pd.DataFrame, costs: pd.DataFrame | None = None,
                 preset: str = "tiny") -> pd.DataFrame:
     """The comparison table (one row per spec row, in the spec's order); see the module doc."""
-    csv = read_paper_csv(spec.paper_csv)
+    # an own ablation (no paper_csv) keeps the paper columns, empty
+    csv = read_paper_csv(spec.paper_csv) if spec.paper_csv is not None else pd.DataFrame(index=[-1])
     paper_cols = list(dict.fromkeys(spec.metrics + spec.paper_cost_columns
                                     + [m for m in spec.cost_metrics if m in csv.columns]))
     paper = paper_numbers(csv, paper_cols)
@@ -124,6 +125,7 @@ def build_table(spec: TableSpec, runs: pd.DataFrame, costs: pd.DataFrame | None 
     for row in spec.rows:
         entry: dict[str, Any] = {"row": row.label, "implemented": row.implemented,
                                  "paper_row": row.paper_row}
+        at = row.paper_row if row.paper_row is not None else -1
         group = runs[runs["label"] == row.label] if len(runs) else None
         ours = done[done["label"] == row.label] if len(done) else done
         if not row.implemented:
@@ -136,7 +138,7 @@ def build_table(spec: TableSpec, runs: pd.DataFrame, costs: pd.DataFrame | None 
         entry["runs"] = (" ".join(sorted(set(group["config_hash"])))
                          if row.implemented and group is not None and "config_hash" in group else "")
         for m in spec.metrics:
-            p = paper.at[row.paper_row, m]
+            p = paper.at[at, m]
             entry[f"paper_{m}"] = p
             key = _our_key(m)
             vals = pd.to_numeric(ours[key], errors="coerce").dropna() if key in getattr(ours, "columns", []) else pd.Series(dtype=float)
@@ -146,13 +148,13 @@ def build_table(spec: TableSpec, runs: pd.DataFrame, costs: pd.DataFrame | None 
             entry[f"ours_{m}"] = _fmt(mean, std, len(vals))
             entry[f"delta_{m}"] = mean - p if pd.notna(p) and pd.notna(mean) else np.nan
         for c in spec.paper_cost_columns:
-            entry[f"paper_{c}"] = paper.at[row.paper_row, c]
+            entry[f"paper_{c}"] = paper.at[at, c]
         crow = costs[costs["label"] == row.label] if "label" in costs else costs.iloc[0:0]
         for m in spec.cost_metrics:
             v = crow[m].iloc[0] if m in crow.columns and len(crow) else np.nan
             entry[f"ours_{m}"] = v
             if m in paper.columns and m not in spec.metrics:
-                entry.setdefault(f"paper_{m}", paper.at[row.paper_row, m])
+                entry.setdefault(f"paper_{m}", paper.at[at, m])
                 p = entry[f"paper_{m}"]
                 if m in ("gflops", "params_m") or m.endswith("_pct"):  # not times: other hardware
                     entry[f"delta_{m}"] = v - p if pd.notna(p) and pd.notna(v) else np.nan
@@ -384,14 +386,18 @@ def reproduce_table(spec: str | Path | TableSpec, preset: str = "tiny", seeds: A
 # ---------------------------------------------------------------------------- summary
 
 
-def load_saved(results_dir: str | Path, preset: str) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """Every saved table of a preset: ``{"paper/table": (table, claims)}``."""
+def load_saved(results_dir: str | Path, preset: str,
+               papers: tuple[str, ...] | None = PAPERS) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Every saved table of a preset: ``{"paper/table": (table, claims)}``; by default the
+    three papers' tables only (own ablations saved beside them are not paper claims)."""
     out = {}
     folder = Path(results_dir) / "tables" / preset
     for csv in sorted(folder.glob("*.csv")):
         if csv.stem.endswith("_claims"):
             continue
         paper, _, table = csv.stem.partition("_")
+        if papers is not None and paper not in papers:
+            continue
         claims_path = csv.with_name(f"{csv.stem}_claims.csv")
         claims = pd.read_csv(claims_path) if claims_path.is_file() else pd.DataFrame()
         out[f"{paper}/{table}"] = (pd.read_csv(csv), claims)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rtinst.specs import TableSpec, read_paper_csv
+from rtinst.specs import TableSpec, row_value
 
 
 def _paper_x(spec: TableSpec, table: pd.DataFrame, column: str) -> pd.Series:
-    csv = read_paper_csv(spec.paper_csv)
-    return pd.to_numeric(csv.loc[table["paper_row"], column].reset_index(drop=True), errors="coerce")
+    """The x value of each table row: its paper CSV cell, or in an own ablation the config
+    value its overrides set."""
+    return pd.to_numeric(pd.Series([row_value(spec, spec.row(label), column) for label in table["row"]]),
+                         errors="coerce")
 
 
 def plot_table(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny"):
@@ -33,13 +35,14 @@ def plot_table(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny"):
         return None
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.6), squeeze=False)
     x_col = cfg.get("x")
+    own = spec.paper_csv is None  # an own ablation: no paper numbers to draw
     t = table[table["implemented"]].reset_index(drop=True) if cfg.get("kind") != "bar" else table
     for ax, m in zip(axes[0], metrics):
         accuracy = m in spec.metrics
         ours = t[f"ours_{m}_mean"] if accuracy else t.get(f"ours_{m}", pd.Series(np.nan, index=t.index))
         err = t[f"ours_{m}_std"] if accuracy else None
         paper = t.get(f"paper_{m}", pd.Series(np.nan, index=t.index))
-        ax2 = ax.twinx() if accuracy else ax
+        ax2 = ax.twinx() if accuracy and not own else ax
         if x_col and cfg.get("kind") != "bar":
             x = _paper_x(spec, t, x_col)
             groups = _paper_group(spec, t, cfg.get("group"))
@@ -48,19 +51,21 @@ def plot_table(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny"):
                 order = np.argsort(x[sel].to_numpy())
                 name = f" {g}" if g else ""
                 c_paper, c_ours = (f"C{i}", f"C{i}") if g else ("C0", "C1")
-                ax.plot(x[sel].to_numpy()[order], paper[sel].to_numpy()[order], "o--", alpha=0.6,
-                        color=c_paper, label=f"paper{name}")
+                if not own:
+                    ax.plot(x[sel].to_numpy()[order], paper[sel].to_numpy()[order], "o--",
+                            alpha=0.6, color=c_paper, label=f"paper{name}")
                 ax2.errorbar(x[sel].to_numpy()[order], ours[sel].to_numpy()[order],
                              yerr=None if err is None else err[sel].fillna(0).to_numpy()[order],
                              fmt="s-", capsize=3, color=c_ours, label=f"ours{name}")
             ax.set_xlabel(x_col)
         else:
             pos = np.arange(len(t))
-            ax.bar(pos - 0.2, paper, 0.4, label="paper", alpha=0.7)
-            ax2.bar(pos + 0.2, ours, 0.4, yerr=None if err is None else err.fillna(0), color="C1",
-                    label="ours", capsize=3)
+            if not own:
+                ax.bar(pos - 0.2, paper, 0.4, label="paper", alpha=0.7)
+            ax2.bar(pos + (0 if own else 0.2), ours, 0.4, yerr=None if err is None else err.fillna(0),
+                    color="C1", label="ours", capsize=3)
             ax.set_xticks(pos, t["row"], rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel(f"paper {m}")
+        ax.set_ylabel(f"paper {m}" if accuracy else m)
         if accuracy:
             ax2.set_ylabel(f"ours {m} ({preset})", color="C1")
         title = f"{m} ({'paper scale' if not accuracy else preset})"
@@ -78,8 +83,7 @@ def plot_table(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny"):
 def _paper_group(spec: TableSpec, table: pd.DataFrame, column: str | None) -> pd.Series:
     if not column:
         return pd.Series([""] * len(table))
-    csv = read_paper_csv(spec.paper_csv)
-    return csv.loc[table["paper_row"], column].reset_index(drop=True)
+    return pd.Series([row_value(spec, spec.row(label), column) for label in table["row"]])
 
 
 def plot_speed_accuracy(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny"):
