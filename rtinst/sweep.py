@@ -435,9 +435,12 @@ def run_sweep(plan: Plan, executor: str = "local", workers: int = 1, force: bool
               retry_failed: bool = False, via_notebook: bool = True,
               submitit_folder: str | Path | None = None, submitit_params: dict | None = None,
               log: Callable[[str], None] | None = print, poll: float = 0.1,
-              announce: bool = True) -> SweepResult:
+              announce: bool = True, on_settled: Callable[[str], None] | None = None) -> SweepResult:
     """Execute the plan's missing runs and cost measurements; return what happened.
-    ``announce``: log the time estimate before starting (callers that printed it: False)."""
+    ``announce``: log the time estimate before starting (callers that printed it: False).
+    ``on_settled(config_hash)``: called as each missing run ends (done, failed or skipped),
+    e.g. to write a table as soon as its last run is in rather than after the whole sweep."""
+    settled = on_settled or (lambda _key: None)
     t0 = time.time()
     log = log or (lambda _msg: None)
     result = SweepResult(plan)
@@ -502,6 +505,8 @@ def run_sweep(plan: Plan, executor: str = "local", workers: int = 1, force: bool
                         submit_run(dep)
                     else:
                         result.skipped[dep.config_hash] = f"its trained run {Path(job.run_dir).name} failed"
+                        settled(dep.config_hash)
+                settled(key)
     finally:
         pool.shutdown()
     result.seconds = time.time() - t0

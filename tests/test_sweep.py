@@ -288,3 +288,27 @@ def test_within_budget_takes_runs_in_order_and_evaluations_only_with_their_run(t
     # an evaluation listed before its training run is taken right after it
     fits, later = within_budget(plan, [jobs[1], jobs[0], jobs[2]], 1.5 * run)
     assert [j.config_hash for j in fits] == ["a", "a_eval"] and [j.config_hash for j in later] == ["b"]
+
+
+def test_cli_sweep_writes_each_table_when_its_last_run_is_in(tmp_path, data_root, capsys):
+    """Two tables in one sweep: the first is written as soon as its runs are done, while the
+    second table's runs are still to come; both are written again at the end."""
+    from rtinst.cli import main
+
+    first = toy.write_fixture(tmp_path / "a", data_root=data_root)
+    second = tmp_path / "b" / "toy_b.yaml"
+    second.parent.mkdir()
+    second.write_text(first.read_text().replace("table: toy_objectness", "table: toy_b")
+                      + "overrides: [train.lr=0.02]\n")  # other configs: runs of its own
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    code = main(["sweep", str(first), str(second), "--preset", "smoke", "--executor", "inline",
+                 "--no-notebook", "--cost-preset", "none", "--runs-dir", str(runs),
+                 "--results-dir", str(results)])
+    assert code == 0
+    err = capsys.readouterr().err.splitlines()
+    early = [i for i, line in enumerate(err) if line.startswith("table written while the sweep goes on")]
+    done = [i for i, line in enumerate(err) if line.startswith("done ")]
+    assert len(done) == 6 and len(early) == 2
+    assert "sparseinst/toy_objectness" in err[early[0]] and done[2] < early[0] < done[3]
+    assert "sparseinst/toy_b" in err[early[1]] and early[1] > done[5]
+    assert (results / "tables/smoke/sparseinst_toy_b.csv").is_file()

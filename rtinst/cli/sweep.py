@@ -79,18 +79,37 @@ def sweep(args: argparse.Namespace) -> int:
         for job in todo:
             print(f"  {job.status():8s} {Path(job.run_dir).name}  <- {', '.join(job.used_by[:3])}")
         return 0
-    result = run_sweep(plan, args.executor, args.workers, force=args.force,
-                       retry_failed=args.retry_failed, via_notebook=not args.no_notebook,
-                       submitit_params=submitit_params(args),
-                       log=lambda m: print(m, file=sys.stderr, flush=True), announce=False)
-    print(result.summary())
-    for spec in specs:
+    def write_table(spec) -> str:
         r = tables.reproduce_table(spec, args.preset, seeds, runs_dir=args.runs_dir,
                                    results_dir=args.results_dir, data_root=args.data_root,
                                    cost_preset=cp, run=False, overrides=args.override,
                                    latency=args.latency)
         counts = r.claims["verdict"].value_counts().to_dict()
-        print(f"{spec.id}: {r.paths['csv']} ({', '.join(f'{v} {k}' for k, v in counts.items()) or 'no claims'})")
+        return f"{spec.id}: {r.paths['csv']} ({', '.join(f'{v} {k}' for k, v in counts.items()) or 'no claims'})"
+
+    # A long multi-table sweep writes each table once its last missing run is in, so the
+    # finished tables can be read (and a session that stops the sweep keeps them).
+    todo_hashes = {j.config_hash for j in todo}
+    open_runs = {s.id: {r.run for r in plan.rows if r.spec == s.id and r.run in todo_hashes}
+                 for s in specs}
+
+    def settled(key: str) -> None:
+        for spec in specs:
+            runs = open_runs[spec.id]
+            if key in runs:
+                runs.discard(key)
+                if not runs:
+                    print(f"table written while the sweep goes on: {write_table(spec)}",
+                          file=sys.stderr, flush=True)
+
+    result = run_sweep(plan, args.executor, args.workers, force=args.force,
+                       retry_failed=args.retry_failed, via_notebook=not args.no_notebook,
+                       submitit_params=submitit_params(args),
+                       log=lambda m: print(m, file=sys.stderr, flush=True), announce=False,
+                       on_settled=settled)
+    print(result.summary())
+    for spec in specs:  # all of them again: cost measurements may have ended after the runs
+        print(write_table(spec))
     return 1 if result.failed else 0
 
 
