@@ -120,7 +120,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "'fastinst/table6a', or 'all'). One run per distinct config hash: finished runs are reused, "
         "killed runs resume from their checkpoint, failed runs are recorded with the reason and "
         "the sweep goes on. Cost columns are measured once per model at paper scale into "
-        "<results-dir>/costs/. Ends by saving each table to <results-dir>/tables/<preset>/.",
+        "<results-dir>/costs/. Saves each table to <results-dir>/tables/<preset>/ as soon as its "
+        "last missing run ends, and all of them again at the end.",
     )
     p.add_argument("spec", nargs="+", help="spec file, paper/table name (prefix allowed) or 'all'")
     add_sweep_arguments(p)
