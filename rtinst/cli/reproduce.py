@@ -97,7 +97,9 @@ def reproduce(args: argparse.Namespace) -> int:
 
     errors = {}
     for spec in specs:
-        nb_in = NOTEBOOKS / spec.paper / f"{spec.table}.ipynb"
+        # an own ablation (no paper CSV) has no notebook of its own: the generic one takes it
+        nb_in = (NOTEBOOKS / spec.paper / f"{spec.table}.ipynb" if spec.paper_csv is not None
+                 else NOTEBOOKS / "ablation.ipynb")
         if not nb_in.is_file():
             raise UserError(f"{nb_in}: table notebook missing; run python notebooks/_make_notebooks.py")
         params = {"spec": str(spec.path), "preset": args.preset, "seeds": ",".join(map(str, seeds)),
