@@ -374,11 +374,10 @@ def _validate_structure(spec: TableSpec) -> None:
         raise SpecError(f"{where}: cost_input_size must be [height, width]")
     seen: dict[int, str] = {}
     for row in spec.rows:
-        if csv is not None:
+        if csv is not None:  # an own ablation's rows map to no paper row
             row.paper_row = _resolve_paper_row(spec, row, csv)
-        if row.paper_row is not None and row.paper_row in seen:
-            raise SpecError(f"{spec.where(row)}: maps to the same paper row as {seen[row.paper_row]!r}")
-        if row.paper_row is not None:
+            if row.paper_row in seen:
+                raise SpecError(f"{spec.where(row)}: maps to the same paper row as {seen[row.paper_row]!r}")
             seen[row.paper_row] = row.label
         if row.eval_of is not None:
             base = next((r for r in spec.rows if r.label == row.eval_of), None)
