@@ -418,25 +418,30 @@ def _validate_own_ablation(spec: TableSpec) -> None:
         key = spec.plot.get(axis)
         if not key:
             continue
-        for row in spec.rows:
-            if row_value(spec, row, key) is None:
+        for row, value in zip(spec.rows, row_values(spec, spec.rows, key)):
+            if value is None:
                 raise SpecError(f"{spec.where(row)}: plot.{axis} '{key}' must be a config key "
                                 f"that this row's overrides set (e.g. {key}=...)")
 
 
-def row_value(spec: TableSpec, row: RowSpec, column: str) -> Any:
-    """A row's value of ``column`` for plots: the paper CSV's cell, or in an own ablation
+def row_values(spec: TableSpec, rows: list[RowSpec], column: str) -> list[Any]:
+    """Each row's value of ``column`` for plots: the paper CSV's cell, or in an own ablation
     the value that the spec's and the row's overrides give the config key ``column``
     (None when they do not set it)."""
     if spec.paper_csv is not None:
-        return read_paper_csv(spec.paper_csv).at[row.paper_row, column]
+        csv = read_paper_csv(spec.paper_csv)
+        return [csv.at[row.paper_row, column] for row in rows]
+    return [_override_value(list(spec.overrides) + list(row.overrides), column) for row in rows]
+
+
+def _override_value(overrides: list[str], key: str) -> Any:
     value = None
-    for text in list(spec.overrides) + list(row.overrides):
+    for text in overrides:
         try:
             keys, v = parse_override(text)
         except ConfigError:
             continue  # a malformed override is reported by validate_configs, naming the row
-        if ".".join(keys) == column:
+        if ".".join(keys) == key:
             value = v
     return value
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rtinst.specs import TableSpec, row_value
+from rtinst.specs import TableSpec, row_values
+
+
+def _row_values(spec: TableSpec, table: pd.DataFrame, column: str) -> pd.Series:
+    """Each table row's ``column``: its paper CSV cell, or in an own ablation the config
+    value its overrides set."""
+    return pd.Series(row_values(spec, [spec.row(label) for label in table["row"]], column))
 
 
 def _paper_x(spec: TableSpec, table: pd.DataFrame, column: str) -> pd.Series:
-    """The x value of each table row: its paper CSV cell, or in an own ablation the config
-    value its overrides set."""
-    return pd.to_numeric(pd.Series([row_value(spec, spec.row(label), column) for label in table["row"]]),
-                         errors="coerce")
+    return pd.to_numeric(_row_values(spec, table, column), errors="coerce")
 
 
 def plot_table(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny"):
@@ -83,7 +86,7 @@ def plot_table(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny"):
 def _paper_group(spec: TableSpec, table: pd.DataFrame, column: str | None) -> pd.Series:
     if not column:
         return pd.Series([""] * len(table))
-    return pd.Series([row_value(spec, spec.row(label), column) for label in table["row"]])
+    return _row_values(spec, table, column)
 
 
 def plot_speed_accuracy(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny"):
