@@ -11,7 +11,7 @@ from rtinst.models.losses import (
     bce_loss,
     dice_coefficient,
     dice_loss,
-    mask_iou,
+    paired_mask_iou,
     pairwise_dice_score,
     sigmoid_focal_loss,
 )
@@ -56,12 +56,12 @@ def test_focal_and_bce_wrap_torch():
     assert bce_loss(x, y).item() == pytest.approx(F.binary_cross_entropy_with_logits(x, y).item())
 
 
-def test_mask_iou():
+def test_paired_mask_iou():
     a = torch.zeros(2, 4, 4, dtype=torch.bool)
     b = torch.zeros(2, 4, 4, dtype=torch.bool)
     a[0, :2] = True  # 8 pixels
     b[0, 1:3] = True  # 8 pixels, 4 shared
-    assert mask_iou(a, b).tolist() == pytest.approx([4 / 12, 0.0])
+    assert paired_mask_iou(a, b).tolist() == pytest.approx([4 / 12, 0.0])
 
 
 def _brute_force(cost: torch.Tensor, maximize: bool) -> float:

@@ -11,7 +11,7 @@ autocast). Per-instance masks are flattened to ``(N, P)`` (``P`` pixels or sampl
 - :func:`sigmoid_focal_loss`: ``torchvision.ops.sigmoid_focal_loss`` (alpha 0.25, gamma 2)
   with sum / mean / normalised reductions.
 - :func:`bce_loss`: pixel-wise binary cross entropy with logits (mean over pixels).
-- :func:`mask_iou`: IoU of binarised masks (SparseInst's objectness targets).
+- :func:`paired_mask_iou`: IoU of binarised masks, pair by pair (SparseInst's objectness targets).
 """
 
 from __future__ import annotations
@@ -80,8 +80,9 @@ def bce_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean
     return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction=reduction)
 
 
-def mask_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """IoU of boolean masks ``(N, ...)`` and ``(N, ...)`` -> ``(N,)`` (0 when both empty)."""
+def paired_mask_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """IoU of boolean masks ``(N, ...)`` and ``(N, ...)`` -> ``(N,)``, pair by pair (0 when both
+    empty); the ``(N, M)`` matrix over all pairs is :func:`rtinst.ops.mask_iou`."""
     p, t = pred.flatten(1).float(), target.flatten(1).float()
     inter = (p * t).sum(1)
     union = p.sum(1) + t.sum(1) - inter

@@ -50,7 +50,7 @@ from torchvision.ops import DeformConv2d
 from rtinst.config import SparseInstConfig
 from rtinst.errors import UserError
 from rtinst.models.backbones import build_backbone
-from rtinst.models.losses import bce_loss, dice_loss, mask_iou, sigmoid_focal_loss
+from rtinst.models.losses import bce_loss, dice_loss, paired_mask_iou, sigmoid_focal_loss
 from rtinst.models.matcher import sparseinst_match
 from rtinst.models.necks import InstanceContextEncoder, init_msra, init_xavier
 
@@ -332,7 +332,7 @@ class SparseInstCriterion:
                 src, tgt, reduction="mean")
         if objectness is not None and cfg.objectness_weight > 0:
             with torch.no_grad():
-                iou = mask_iou(src.sigmoid() >= IOU_PRED_THRESHOLD, tgt > 0.5)
+                iou = paired_mask_iou(src.sigmoid() >= IOU_PRED_THRESHOLD, tgt > 0.5)
             obj = objectness.flatten()[src_idx_t]
             if obj.numel() == 0:
                 loss = objectness.sum() * 0.0
