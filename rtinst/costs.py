@@ -4,13 +4,12 @@ config and size, so a model shared by several tables is measured once)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
 
 from rtinst.config import RunConfig, config_hash
-from rtinst.io import atomic_write_json
+from rtinst.io import atomic_write_json, remove_stale_tmp
 from rtinst.external import build_detector
 
 DEFAULT_COST_SECONDS = 20.0  # per model, when no cached measurement tells better
@@ -40,7 +39,7 @@ def measure_cost(job: dict) -> dict:
     from rtinst.provenance import provenance
 
     path = Path(job["path"])
-    remove_stale_tmp_for(path)
+    remove_stale_tmp(path)
     data = {} if job.get("force") else read_cost(path) or {}
     t0 = time.time()
     cfg = load_config(job["base_config"], job["overrides"])
@@ -69,9 +68,3 @@ def measure_cost(job: dict) -> dict:
     data["seconds"] = data.get("seconds", 0.0) + time.time() - t0
     atomic_write_json(path, data)
     return {"key": job["key"], "status": "done", "seconds": time.time() - t0}
-
-
-def remove_stale_tmp_for(path: Path) -> None:
-    for p in path.parent.glob(f".{path.name}.*.tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()

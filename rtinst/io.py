@@ -46,6 +46,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_stale_tmp(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writers of :func:`atomic_path` left: those of the
+    file ``path``, or every one under ``path`` when it is a folder. Returns what was removed."""
+    path = Path(path)
+    found = path.rglob("*.tmp") if path.is_dir() else path.parent.glob(f".{path.name}.*.tmp")
+    removed = []
+    for p in found:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], mode: str = "w") -> None:
     """Call ``write(f)`` on a temporary file, then move it onto ``path``."""
     with atomic_path(path) as tmp:

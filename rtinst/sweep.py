@@ -51,6 +51,7 @@ from rtinst.estimates import estimate
 from rtinst.executors import Executor
 from rtinst.experiments import RECORD_NAME, RunRecord, read_record, run_dir_for, write_record
 from rtinst.external import build_detector, model_builder
+from rtinst.io import remove_stale_tmp
 from rtinst.notebook_exec import execute_notebook
 from rtinst.specs import (
     REPO_ROOT, TableSpec, cost_size, row_base, row_config, row_overrides, trained_row,
@@ -244,16 +245,6 @@ def _run_lock(run_dir: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def remove_stale_tmp(folder: str | Path) -> list[Path]:
-    """Delete the temp files a killed writer left (atomic writes use ``.<name>.*.tmp``)."""
-    removed = []
-    for p in Path(folder).rglob("*.tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-            removed.append(p)
-    return removed
 
 
 def _clear_run(run_dir: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 from rtinst.config import config_hash, load_config
 from rtinst.errors import UserError
 from rtinst.experiments import RunRecord, load_records, read_record, write_record
-from rtinst.io import atomic_path, atomic_write_json
+from rtinst.io import atomic_path, atomic_write_json, remove_stale_tmp
 
 
 def test_record_round_trip_and_provenance(tmp_path):
@@ -62,3 +62,19 @@ def test_atomic_write_leaves_nothing_half_written(tmp_path):
             raise RuntimeError("killed mid-write")
     assert json.loads(target.read_text()) == {"a": 1}
     assert os.listdir(tmp_path) == ["m.json"]  # no temp file left behind
+
+
+def test_remove_stale_tmp_clears_what_a_killed_writer_left(tmp_path):
+    # a kill -9 between mkstemp and os.replace leaves ``.<name>.<random>.tmp`` beside the target
+    target = tmp_path / "run" / "record.json"
+    atomic_write_json(target, {"a": 1})
+    stale = [target.parent / ".record.json.x1.tmp", target.parent / ".other.json.x2.tmp",
+             target.parent / "ckpt" / ".model.pt.x3.tmp"]
+    for p in stale:
+        p.parent.mkdir(exist_ok=True)
+        p.write_text("half")
+    assert remove_stale_tmp(target) == [stale[0]]  # a file: only its own temp files
+    assert stale[1].exists() and stale[2].exists()
+    assert sorted(remove_stale_tmp(tmp_path)) == sorted(stale[1:])  # a folder: all, recursively
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert remove_stale_tmp(tmp_path / "run") == []
