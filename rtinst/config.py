@@ -21,7 +21,6 @@ paper names them.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import types
@@ -32,7 +31,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from rtinst.errors import UserError
+from rtinst.errors import UserError, did_you_mean
 
 
 class ConfigError(UserError):
@@ -285,14 +284,8 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _closest(name: str, candidates: list[str]) -> str | None:
-    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
-    return match[0] if match else None
-
-
 def _unknown_key(key: str, prefix: str, candidates: list[str]) -> ConfigError:
-    guess = _closest(key, candidates)
-    hint = f"; did you mean '{prefix}{guess}'?" if guess else f"; valid keys: {', '.join(candidates)}"
+    hint = did_you_mean(key, candidates, prefix=prefix, listing="valid keys")
     return ConfigError(f"unknown key '{prefix}{key}'{hint}")
 
 

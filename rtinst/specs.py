@@ -52,7 +52,6 @@ field that does not exist - is a one-line :class:`SpecError` naming the spec fil
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 import os
@@ -65,7 +64,7 @@ import yaml
 
 from rtinst.config import (ConfigError, RunConfig, apply_overrides, from_dict, load_config,
                            parse_override, to_dict)
-from rtinst.errors import UserError
+from rtinst.errors import UserError, did_you_mean
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
@@ -247,9 +246,7 @@ def find_spec(name: str, root: Path = EXPERIMENTS_DIR) -> Path:
     names = [f"{s.parent.name}/{s.stem}" for s in list_specs(root)]
     if hits:
         raise SpecError(f"spec {name!r} is ambiguous: {', '.join(f'{h.parent.name}/{h.stem}' for h in hits)}")
-    guess = difflib.get_close_matches(name, names, n=1, cutoff=0.4)
-    hint = f"; did you mean '{guess[0]}'?" if guess else f"; known specs: {', '.join(names)}"
-    raise SpecError(f"unknown spec {name!r}{hint}")
+    raise SpecError(f"unknown spec {name!r}{did_you_mean(name, names, listing='known specs', cutoff=0.4)}")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -259,9 +256,7 @@ def _check_keys(data: dict, cls: type, where: str, what: str = "key") -> None:
     names = [f.name for f in dataclasses.fields(cls) if f.name != "path"]
     for key in data:
         if key not in names:
-            guess = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f"; did you mean '{guess[0]}'?" if guess else f"; valid keys: {', '.join(names)}"
-            raise SpecError(f"{where}: unknown {what} '{key}'{hint}")
+            raise SpecError(f"{where}: unknown {what} '{key}'{did_you_mean(key, names, listing='valid keys')}")
 
 
 def _as_list(value: Any, where: str, name: str) -> list:
@@ -302,9 +297,8 @@ def _resolve_paper_row(spec: TableSpec, row: RowSpec, csv: pd.DataFrame) -> int:
     mask = pd.Series(True, index=csv.index)
     for col, value in row.match.items():
         if col not in csv.columns:
-            guess = difflib.get_close_matches(col, list(csv.columns), n=1, cutoff=0.5)
-            hint = f"; did you mean '{guess[0]}'?" if guess else ""
-            raise SpecError(f"{where}: match column '{col}' is not in {spec.paper_csv}{hint}")
+            raise SpecError(f"{where}: match column '{col}' is not in {spec.paper_csv}"
+                            f"{did_you_mean(col, list(csv.columns))}")
         mask &= csv[col].map(_norm) == _norm(value)
     hits = list(csv.index[mask])
     if len(hits) != 1:
@@ -396,9 +390,7 @@ def _validate_structure(spec: TableSpec) -> None:
             raise SpecError(f"{where}: claim {text!r}: metric '{c.metric}' is not in metrics or cost_metrics")
         for lab in (c.a, c.b):
             if lab not in labels:
-                guess = difflib.get_close_matches(lab, labels, n=1, cutoff=0.5)
-                hint = f"; did you mean {guess[0]!r}?" if guess else ""
-                raise SpecError(f"{where}: claim {text!r}: unknown row {lab!r}{hint}")
+                raise SpecError(f"{where}: claim {text!r}: unknown row {lab!r}{did_you_mean(lab, labels)}")
         if csv is not None:
             _check_claim_against_paper(spec, c, csv, text)
 

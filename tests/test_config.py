@@ -65,6 +65,9 @@ def test_unknown_key_names_closest_valid_key(tmp_path):
         from_dict({"train": {"lrr": 1.0}})
     with pytest.raises(ConfigError, match="unknown key 'modle'.*did you mean 'model'"):
         from_dict({"modle": {}})
+    # nothing close: the message lists what is valid instead
+    with pytest.raises(ConfigError, match=r"unknown key 'train.zzz'; valid keys: .*\bbatch_size\b.*\blr\b"):
+        from_dict({"train": {"zzz": 1}})
 
 
 @pytest.mark.parametrize("override, expected", [

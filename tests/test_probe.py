@@ -111,8 +111,8 @@ def test_stage_features_name_every_map_a_stage_produces():
 
 def test_stage_features_unknown_stage_names_the_closest_module():
     from rtinst.engine.probe import StageFeatures
-    with pytest.raises(UserError, match=r"probe stage 'pyramd': _TwoStage has no such submodule "
-                                        r"\(did you mean 'pyramid'\?\)"):
+    with pytest.raises(UserError, match=r"probe stage 'pyramd': _TwoStage has no such submodule; "
+                                        r"did you mean 'pyramid'\?"):
         StageFeatures(_TwoStage(), ("pyramd",))
 
 

@@ -12,13 +12,12 @@
 
 from __future__ import annotations
 
-import difflib
 
 import torch
 from torch import nn
 
 from rtinst.config import TrainConfig
-from rtinst.errors import UserError
+from rtinst.errors import UserError, did_you_mean
 
 
 def _under(name: str, prefix: str) -> bool:
@@ -32,8 +31,7 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     for prefix in cfg.lr_mults:
         if not any(_under(n, prefix) for n, _ in named):
             modules = [m for m, _ in model.named_modules() if m]
-            close = difflib.get_close_matches(prefix, modules, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(prefix, modules, cutoff=0.6)
             raise UserError(f"train.lr_mults: {prefix!r} names no trainable parameter of "
                             f"{type(model).__name__}{hint}")
     by_prefix = sorted(cfg.lr_mults, key=len, reverse=True)

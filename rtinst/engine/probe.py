@@ -17,14 +17,13 @@ backbone rows with the initialization's probe shows whether training eroded the 
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from rtinst.config import BackboneConfig, DataConfig
-from rtinst.errors import UserError
+from rtinst.errors import UserError, did_you_mean
 from rtinst.ops.mask_pool import mask_pool
 
 LEVELS = ("res3", "res4", "res5")
@@ -177,10 +176,8 @@ class StageFeatures:
             try:
                 module = model.get_submodule(path)
             except AttributeError:
-                close = difflib.get_close_matches(path, names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise UserError(f"probe stage {path!r}: {type(model).__name__} has no such "
-                                f"submodule{hint}") from None
+                                f"submodule{did_you_mean(path, names, cutoff=0.6)}") from None
             self.hooks.append(module.register_forward_hook(self._keep(path)))
 
     def _keep(self, path: str) -> Callable:
