@@ -89,7 +89,7 @@ def table_notebook(spec_rel: str, title: str, own: bool = False):
                 "latency = False  # also time the paper-scale models (CPU or GPU, labelled)"),
         new_code_cell("import pandas as pd\n"
                       "from rtinst import tables\n\n"
-                      "pd.set_option('display.max_columns', 60, 'display.width', 250)\n"
+                      "pd.set_option('display.max_columns', 60, 'display.max_rows', None, 'display.width', 250)\n"
                       "result = tables.reproduce_table(spec, preset=preset, seeds=seeds, executor=executor,\n"
                       "                                workers=workers, data_root=data_root, force=force,\n"
                       "                                runs_dir=runs_dir, results_dir=results_dir,\n"
@@ -115,7 +115,7 @@ def summary_notebook():
         _params('preset = "tiny"\nresults_dir = "results"'),
         new_code_cell("import pandas as pd\nfrom IPython.display import Image, Markdown, display\n"
                       "from rtinst import tables\nfrom rtinst.viz.table_plots import plot_figure1\n\n"
-                      "pd.set_option('display.max_columns', 60, 'display.width', 250)\n"
+                      "pd.set_option('display.max_columns', 60, 'display.max_rows', None, 'display.width', 250)\n"
                       "saved = tables.load_saved(results_dir, preset)\n"
                       "page = tables.claims_page(saved, preset)\n"
                       "print(f'{len(saved)} tables at preset {preset}: ' + tables.SCALE_NOTE.get(preset, preset))"),

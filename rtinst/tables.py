@@ -419,6 +419,22 @@ def claims_page(saved: dict[str, tuple[pd.DataFrame, pd.DataFrame]], preset: str
     return pd.concat(frames, ignore_index=True).round(2)
 
 
+def claims_markdown(page: pd.DataFrame, preset: str) -> str:
+    """The one-page list as Markdown (readable where the 2 MB HTML summary is not rendered):
+    verdict counts per paper, then every claim with both differences and the verdict."""
+    lines = [f"# Paper claims at preset {preset}", "",
+             f"Scale: {SCALE_NOTE.get(preset, preset)}; cost claims at paper scale. "
+             "`paper_diff` / `ours_diff`: a - b of the claim; `noise`: what a difference must "
+             "exceed to count (written by `rtinst reproduce`).", ""]
+    if page.empty:
+        return "\n".join(lines + ["No claims saved yet.", ""])
+    lines += [verdict_counts(page).to_markdown(), ""]
+    cols = ["claim", "metric", "paper_diff", "ours_diff", "noise", "verdict"]
+    for name, claims in page.groupby("table", sort=False):
+        lines += [f"## {name}", "", claims[cols].to_markdown(index=False, floatfmt=".2f"), ""]
+    return "\n".join(lines)
+
+
 def verdict_counts(page: pd.DataFrame) -> pd.DataFrame:
     if page.empty:
         return page

@@ -118,6 +118,12 @@ def test_outputs_saved_as_csv_parquet_png(spec, tmp_path):
     page = tables.claims_page(saved, "tiny")
     assert len(page) == 6 and set(page["table"]) == {"fastinst/t6a"}
     assert tables.verdict_counts(page).loc["fastinst", tables.REPRODUCED] == 3
+    md = tables.claims_markdown(page, "tiny")
+    # every claim on the page, each once, with its verdict on the same line
+    for claim, verdict in zip(page["claim"], page["verdict"]):
+        line = [ln for ln in md.splitlines() if f"| {claim} " in ln]
+        assert len(line) == 1 and f"| {verdict} " in line[0], claim
+    assert tables.claims_markdown(page.iloc[:0], "tiny").endswith("No claims saved yet.\n")
     view = tables.display_table(spec, t)
     assert {"paper_ap", "ours_ap", "delta_ap", "ours_gflops", "paper_gflops"} <= set(view.columns)
 
@@ -136,6 +142,10 @@ def test_reproduce_cached_only_trains_nothing_and_still_tabulates(tmp_path, caps
     assert t.loc["YOLACT, fast", "status"] == "0/1 done" and pd.isna(t.loc["YOLACT, fast", "ours_ap"])
     assert t.loc["YOLACT, fast", "ours_gflops"] > 0
     assert (tmp_path / "results/summary.html").is_file()
+    claims = (tmp_path / "results/tables/smoke/CLAIMS.md").read_text()
+    assert claims.startswith("# Paper claims at preset smoke")
+    saved = pd.read_csv(tmp_path / "results/tables/smoke/yolact_table2a_fast_nms_claims.csv")
+    assert "## yolact/table2a" in claims and all(c in claims for c in saved["claim"])
 
 
 def test_reproduce_budget_trains_only_what_fits_and_says_what_waits(tmp_path, capsys):

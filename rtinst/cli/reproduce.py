@@ -7,7 +7,8 @@
    stay missing cells, listed with the estimate of the rest: the next call goes on);
 4. execute each table notebook (notebooks/<paper>/<table>.ipynb) with papermill into
    <results-dir>/notebooks/, reusing one warm kernel (all runs are cached by then);
-5. execute notebooks/summary.ipynb and render it to <results-dir>/summary.html (nbconvert).
+5. execute notebooks/summary.ipynb and render it to <results-dir>/summary.html (nbconvert);
+   the one-page list of claims also goes to <results-dir>/tables/<preset>/CLAIMS.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rtinst.cli.sweep import add_sweep_arguments, cost_preset, submitit_params
+from rtinst.io import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -123,6 +125,7 @@ def reproduce(args: argparse.Namespace) -> int:
 
     shutdown_kernels()
     page = tables.claims_page(tables.load_saved(results, args.preset), args.preset)
+    atomic_write_text(results / "tables" / args.preset / "CLAIMS.md", tables.claims_markdown(page, args.preset))
     counts = page["verdict"].value_counts().to_dict() if len(page) else {}
     print(f"{results / 'summary.html'}: {len(specs)} table(s), claims: "
           + (", ".join(f"{v} {k}" for k, v in counts.items()) or "none")
