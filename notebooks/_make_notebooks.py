@@ -4,7 +4,7 @@
     python notebooks/_make_notebooks.py --check  # exit 1 when a notebook is out of date
 
 - ``notebooks/run.ipynb``: one run (papermill parameters: base_config, overrides, run_dir,
-  trained_from, gpus); trains + evaluates through ``rtinst.sweep.run_one``, then shows the
+  trained_from, gpus); trains + evaluates through ``rtinst.runner.run_one``, then shows the
   loss curve, a few predictions on val images and the AP / TIDE numbers.
 - ``notebooks/ablation.ipynb``: the same for any spec file, e.g. an own ablation without
   ``paper_csv`` (default parameter: ``experiments/examples/yolact_fpn_width.yaml``).
@@ -49,8 +49,8 @@ def run_notebook():
                 'run_dir = ""\n'
                 "trained_from = None  # evaluation-only runs: the trained run's folder\n"
                 "gpus = 1  # more than 1: torchrun with one process per GPU"),
-        new_code_cell("from rtinst import experiments, sweep\n\n"
-                      "record = sweep.run_one(base_config, overrides, run_dir, trained_from=trained_from, gpus=gpus)\n"
+        new_code_cell("from rtinst import experiments, runner\n\n"
+                      "record = runner.run_one(base_config, overrides, run_dir, trained_from=trained_from, gpus=gpus)\n"
                       "print(f\"{record.status}: {record.config['model']['name']} at preset "
                       "{record.config['preset']}, hash {record.config_hash}\")"),
         new_markdown_cell("## Loss curve"),

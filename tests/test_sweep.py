@@ -16,7 +16,8 @@ from rtinst.experiments import RunRecord, read_record, write_record
 from rtinst.specs import load_spec
 from rtinst.executors import Executor
 from rtinst.estimates import estimate
-from rtinst.sweep import execute_run, pending_costs, pending_runs, plan_sweep, run_sweep
+from rtinst.runner import execute_run
+from rtinst.sweep import pending_costs, pending_runs, plan_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -48,7 +48,8 @@ OUT = REPO / "results" / "benchmarks" / "sweep.json"
 def papermill_overhead(work: Path, runs: int) -> dict:
     from rtinst.specs import load_spec
     from rtinst.notebook_exec import shutdown_kernels
-    from rtinst.sweep import execute_run, plan_sweep
+    from rtinst.runner import execute_run
+    from rtinst.sweep import plan_sweep
 
     os.environ["RTINST_BUILD_MODEL"] = toy.HOOK
     spec = load_spec(toy.write_fixture(work / "fx", data_root=work / "data"), ("smoke",))
