@@ -26,7 +26,7 @@ from rtinst.specs import find_spec, load_spec
 from rtinst.sweep import parse_seeds, plan_sweep
 
 REPO = Path(__file__).resolve().parents[2]
-METRICS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "tide_cls", "tide_loc")
+METRICS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "ar100", "ar_s", "tide_cls", "tide_loc")
 
 
 def seed_noise(spec_name: str, label: str, seeds: list[int], preset: str, runs_dir: str) -> dict:
