@@ -30,7 +30,7 @@ METRICS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "ar100", "ar_s", "tide_
 
 
 def seed_noise(spec_name: str, label: str, seeds: list[int], preset: str, runs_dir: str) -> dict:
-    path = Path(spec_name) if Path(spec_name).is_file() else find_spec(spec_name)
+    path = find_spec(spec_name)  # a file path or a paper/table name
     spec = load_spec(path, presets=(preset,))
     if label not in {r.label for r in spec.implemented_rows}:
         raise UserError(f"{path}: no implemented row {label!r}; rows: "
@@ -58,7 +58,7 @@ def seed_noise(spec_name: str, label: str, seeds: list[int], preset: str, runs_d
     return {"what": f"seed-to-seed spread of {spec.id} row {label!r} (same config; the seed "
                     "changes data order, augmentation and head initialization)",
             "command": f"rtinst sweep {spec_name} --seeds {','.join(map(str, seeds))} --preset {preset}",
-            "scale": f"{preset} (runs trained on {', '.join(sorted(hardware))})", "runs": runs, "summary": summary,
+            "model": spec.model, "scale": f"{preset} (runs trained on {', '.join(sorted(hardware))})", "runs": runs, "summary": summary,
             "note": "std is the sample std (n-1); one_seed_tolerance = sqrt(2) x std, the spread "
                     "of a difference of two one-seed runs",
             "provenance": provenance()}
@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    name = args.out or load_spec(Path(args.spec) if Path(args.spec).is_file() else find_spec(args.spec),
-                                 presets=(args.preset,)).model
+    name = args.out or result["model"]
     out = REPO / "results" / "benchmarks" / f"seed_noise_{name}_{args.preset}.json"
     atomic_write_json(out, result)
     ap = result["summary"].get("ap", {})
