@@ -99,7 +99,7 @@ def table_notebook(spec_rel: str, title: str, own: bool = False):
         new_markdown_cell("## Ours per row" if own else "## Paper vs ours"),
         new_code_cell("result.view"),
         new_markdown_cell("## The spec's claims at this scale" if own else "## The paper's claims at this scale"),
-        new_code_cell("result.claims[['claim', 'metric', 'paper_diff', 'ours_diff', 'noise', 'verdict', 'scale']].round(2)"),
+        new_code_cell("result.claims[['claim', 'metric', 'paper_diff', 'ours_diff', 'noise', 'margin', 'verdict', 'scale']].round(2)"),
         new_markdown_cell("## Plot"),
         new_code_cell("result.image()"),
         new_code_cell("{k: str(v) for k, v in result.paths.items()}"),

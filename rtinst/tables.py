@@ -218,6 +218,19 @@ def verdict(op: str, diff: float, noise: float) -> str:
     return WITHIN_NOISE
 
 
+def margin(op: str, diff: float, noise: float) -> float:
+    """Our difference in noise units: for > and <, signed in the claim's direction (> 1:
+    reproduced, < -1: not reproduced); for ~, |diff| / noise (<= 1: reproduced). A margin
+    between 1 and 2 is weak evidence: a pure-noise difference exceeds 1 sigma 32 % of the
+    time."""
+    if diff is None or math.isnan(diff) or math.isnan(noise):
+        return math.nan
+    d = abs(diff) if op == "~" else (diff if op == ">" else -diff)
+    if noise <= 0:  # deterministic values (costs, identical seeds): any difference is decisive
+        return 0.0 if d == 0 else math.copysign(math.inf, d)
+    return d / noise
+
+
 def _same_runs(table: pd.DataFrame, a: str, b: str) -> bool:
     if "runs" not in table:
         return False
@@ -259,10 +272,11 @@ def judge_claims(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny") -> 
         out.append({"claim": c.text or f"{c.a} {c.op} {c.b}", "metric": c.metric, "a": c.a,
                     "op": c.op, "b": c.b, "paper_a": pa, "paper_b": pb, "paper_diff": pa - pb,
                     "ours_a": oa, "ours_b": ob, "ours_diff": oa - ob, "noise": noise,
+                    "margin": margin(c.op, oa - ob, noise),
                     "noise_basis": basis, "verdict": v, "scale": scale})
     claims = pd.DataFrame(out, columns=["claim", "metric", "a", "op", "b", "paper_a", "paper_b",
                                         "paper_diff", "ours_a", "ours_b", "ours_diff", "noise",
-                                        "noise_basis", "verdict", "scale"])
+                                        "margin", "noise_basis", "verdict", "scale"])
     claims.attrs.update(spec=spec.id, preset=preset)
     return claims
 
@@ -411,7 +425,8 @@ def claims_page(saved: dict[str, tuple[pd.DataFrame, pd.DataFrame]], preset: str
     for name, (_, claims) in saved.items():
         if claims.empty:
             continue
-        c = claims[["claim", "metric", "paper_diff", "ours_diff", "noise", "verdict", "scale"]].copy()
+        cols = ["claim", "metric", "paper_diff", "ours_diff", "noise", "margin", "verdict", "scale"]
+        c = claims[[col for col in cols if col in claims]].copy()  # tables saved before margin
         c.insert(0, "table", name)
         frames.append(c)
     if not frames:
@@ -425,11 +440,16 @@ def claims_markdown(page: pd.DataFrame, preset: str) -> str:
     lines = [f"# Paper claims at preset {preset}", "",
              f"Scale: {SCALE_NOTE.get(preset, preset)}; cost claims at paper scale. "
              "`paper_diff` / `ours_diff`: a - b of the claim; `noise`: what a difference must "
-             "exceed to count (written by `rtinst reproduce`).", ""]
+             "exceed to count; `margin`: our difference in noise units, in the claim's direction "
+             "(> 1 reproduced, < -1 not reproduced; for a ~ claim |diff| / noise, <= 1 "
+             "reproduced). Verdicts are one-noise-unit calls: a margin between 1 and 2 is weak "
+             "evidence, since a pure-noise difference exceeds 1 sigma 32 % of the time "
+             "(written by `rtinst reproduce`).", ""]
     if page.empty:
         return "\n".join(lines + ["No claims saved yet.", ""])
     lines += [verdict_counts(page).to_markdown(), ""]
-    cols = ["claim", "metric", "paper_diff", "ours_diff", "noise", "verdict"]
+    cols = [c for c in ("claim", "metric", "paper_diff", "ours_diff", "noise", "margin", "verdict")
+            if c in page]
     for name, claims in page.groupby("table", sort=False):
         lines += [f"## {name}", "", claims[cols].to_markdown(index=False, floatfmt=".2f"), ""]
     return "\n".join(lines)

@@ -91,6 +91,12 @@ def test_claim_verdicts(spec):
     assert c.loc["D3 costs more", "verdict"] == tables.REPRODUCED
     assert c.loc["D3 costs more", "scale"] == "paper scale (cost)" and c.loc["D1 > D0", "scale"] == "tiny"
     assert c.loc["D3 > D1", "paper_diff"] == pytest.approx(2.3)
+    # margin: our difference in noise units, in the claim's direction
+    assert c.loc["D3 > D1", "margin"] == pytest.approx(1.0 / math.sqrt(8))
+    assert c.loc["D3 > D0 small", "margin"] < -1 and c.loc["D1 > D0", "margin"] > 1
+    assert math.isnan(c.loc["D6 > D3", "margin"])
+    assert tables.margin("<", -1.0, 0.5) == pytest.approx(2.0)
+    assert tables.margin("~", -0.3, 0.6) == pytest.approx(0.5)
 
 
 def test_single_seed_uses_the_fixed_tolerance(spec):
