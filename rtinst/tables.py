@@ -205,12 +205,17 @@ def _value(table: pd.DataFrame, label: str, column: str) -> float:
     return float(v) if pd.notna(v) else np.nan
 
 
+def _directed(op: str, diff: float) -> float:
+    """The difference a - b as the claim reads it: |a - b| for ~, a - b for >, b - a for <."""
+    return abs(diff) if op == "~" else (diff if op == ">" else -diff)
+
+
 def verdict(op: str, diff: float, noise: float) -> str:
     if diff is None or math.isnan(diff):
         return NO_DATA
+    d = _directed(op, diff)
     if op == "~":
-        return REPRODUCED if abs(diff) <= noise else NOT_REPRODUCED
-    d = diff if op == ">" else -diff
+        return REPRODUCED if d <= noise else NOT_REPRODUCED
     if d > noise:
         return REPRODUCED
     if d < -noise:
@@ -225,7 +230,7 @@ def margin(op: str, diff: float, noise: float) -> float:
     time."""
     if diff is None or math.isnan(diff) or math.isnan(noise):
         return math.nan
-    d = abs(diff) if op == "~" else (diff if op == ">" else -diff)
+    d = _directed(op, diff)
     if noise <= 0:  # deterministic values (costs, identical seeds): any difference is decisive
         return 0.0 if d == 0 else math.copysign(math.inf, d)
     return d / noise

@@ -40,11 +40,12 @@ BACKBONES: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'640x864' -> (640, 864) (height x width); '640' -> (640, 640)."""
+def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
+    """'640x864' -> (640, 864) (height x width); '640' -> (640, 640). ``option`` names the
+    flag in the error."""
     m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
     if not m or int(m.group(1)) < 1 or (m.group(2) and int(m.group(2)) < 1):
-        raise UserError(f"--size: expected HxW such as 640x864, got {text!r}")
+        raise UserError(f"{option}: expected HxW such as 640x864, got {text!r}")
     h = int(m.group(1))
     return h, int(m.group(2) or h)
 

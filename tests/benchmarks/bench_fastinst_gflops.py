@@ -49,7 +49,9 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from rtinst.cli.bench import parse_size  # noqa: E402
 from rtinst.config import load_config  # noqa: E402
+from rtinst.errors import UserError  # noqa: E402
 from rtinst.engine.flops import count_flops, count_params  # noqa: E402
 from rtinst.io import atomic_write_json, atomic_write_text  # noqa: E402
 from rtinst.models import build_model  # noqa: E402
@@ -168,14 +170,6 @@ def measure(overrides: list[str], size: tuple[int, int]) -> dict:
             "uncounted_ops": report.uncounted_ops}
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"error: --size2 {text!r}: expected HxW, e.g. 576x768") from None
-    return h, w
-
-
 def area_split(f1: float, f2: float, area_ratio: float) -> tuple[float, float]:
     """(constant, area-proportional) GFLOPs from counts at two inputs: F = C + A * area."""
     a = (f1 - f2) / (1 - area_ratio)
@@ -242,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     tables = set(args.rows.split(",")) if args.rows else None
     rows = [r for r in ROWS if tables is None or r[0] in tables]
 
-    size2 = parse_size(args.size2)
+    try:
+        size2 = parse_size(args.size2, "--size2")
+    except UserError as e:
+        p.error(str(e))
     area_ratio = size2[0] * size2[1] / (size[0] * size[1])
     cache: dict[tuple, dict] = {}
     t0 = time.time()

@@ -37,7 +37,9 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from rtinst.cli.bench import parse_size  # noqa: E402
 from rtinst.config import load_config  # noqa: E402
+from rtinst.errors import UserError  # noqa: E402
 from rtinst.engine.flops import count_flops, count_params  # noqa: E402
 from rtinst.io import atomic_write_json, atomic_write_text  # noqa: E402
 from rtinst.models import build_model  # noqa: E402
@@ -72,11 +74,6 @@ ROWS: list[tuple[str, str, str, list[str], float | None]] = [
     ("t7_cross_attention", "Table 7", "cross attention (4 heads, 100 queries)",
      ABLATION + ["model.instance_head=cross_attention"], 23.4),
 ]
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    h, _, w = text.lower().partition("x")
-    return int(h), int(w or h)
 
 
 def measure(overrides: list[str], size: tuple[int, int]) -> dict:
@@ -123,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default="*", help="comma-separated row ids / globs")
     p.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "sparseinst_cost"))
     args = p.parse_args(argv)
-    size = parse_size(args.size)
+    try:
+        size = parse_size(args.size)
+    except UserError as e:
+        p.error(str(e))
     patterns = args.only.split(",")
     cache: dict[tuple, dict] = {}
     rows = {}
