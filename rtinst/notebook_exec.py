@@ -25,6 +25,7 @@ from rtinst.external import BUILD_MODEL_ENV
 KERNEL_ENV = (BUILD_MODEL_ENV, "CUDA_VISIBLE_DEVICES", "PYTHONPATH")
 
 _WARM_KERNELS: dict[tuple, Any] = {}  # (kernel, cwd, env) -> a started kernel manager
+_AT_EXIT: list[bool] = []  # whether shutdown_kernels is registered with atexit
 
 
 def _kernel_manager(kernel_name: str) -> Any:
@@ -48,21 +49,57 @@ def _shutdown(km: Any) -> None:
         shutil.rmtree(os.path.dirname(km.ip), ignore_errors=True)
 
 
+def _keep_warm(key: tuple, km: Any) -> None:
+    if not _AT_EXIT:
+        import atexit
+
+        atexit.register(shutdown_kernels)
+        _AT_EXIT.append(True)
+    _WARM_KERNELS[key] = km
+
+
 def shutdown_kernels() -> None:
     for km in list(_WARM_KERNELS.values()):
         _shutdown(km)
     _WARM_KERNELS.clear()
 
 
+def _kernel_key(kernel_name: str, cwd: str) -> tuple:
+    # A kernel keeps the environment and folder it started with: reused only for the same ones.
+    return (kernel_name, os.path.realpath(cwd), *(os.environ.get(v) for v in KERNEL_ENV))
+
+
+def _prestart_kernel(kernel_name: str, cwd: str, preload: tuple[str, ...]) -> None:
+    """Start this folder's warm kernel now, importing ``preload`` as it starts, unless it
+    runs already: its start-up then overlaps this process's papermill import and notebook
+    reading instead of following them (the first notebook of a process pays less)."""
+    from jupyter_core.utils import run_sync
+
+    key = _kernel_key(kernel_name, cwd)
+    if key in _WARM_KERNELS:
+        return
+    shutdown_kernels()  # one warm kernel per process: a new folder / environment retires the old
+    km = _kernel_manager(kernel_name)
+    lines = [f"--IPKernelApp.exec_lines=import {module}" for module in preload]
+    run_sync(km.start_kernel)(cwd=cwd, extra_arguments=lines)
+    _keep_warm(key, km)
+
+
 def execute_notebook(input_path: str | Path, output_path: str | Path, parameters: dict,
-                     warm: bool = True, cwd: str | Path | None = None) -> None:
+                     warm: bool = True, cwd: str | Path | None = None,
+                     preload: tuple[str, ...] = ()) -> None:
     """papermill-execute ``input_path`` into ``output_path`` (written even when a cell fails).
 
     ``warm``: reuse this process's kernel across notebooks (started on first use, restarted
     if it died), so each notebook after the first skips the kernel start and the torch /
     pandas imports - the per-run papermill overhead drops from seconds to a fraction. Every
     notebook sets all of its variables from its parameters cell, so nothing leaks across.
+    ``preload``: modules a new warm kernel imports while it starts (before papermill is
+    even imported here), e.g. ``("torch",)``.
     """
+    cwd = str(cwd or os.getcwd())
+    if warm:
+        _prestart_kernel("python3", cwd, preload)
     import papermill
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine, papermill_engines
@@ -79,9 +116,7 @@ def execute_notebook(input_path: str | Path, output_path: str | Path, parameters
             from jupyter_core.utils import run_sync
             from papermill.engines import logger
 
-            # A kernel keeps the environment and folder it started with: reuse it only for
-            # the same ones (else start a fresh kernel and retire the old one).
-            key = (kernel_name, os.getcwd(), *(os.environ.get(v) for v in KERNEL_ENV))
+            key = _kernel_key(kernel_name, os.getcwd())  # papermill has chdir'd to cwd
             km = _WARM_KERNELS.pop(key, None) if cls.keep_warm else None
             if km is None and _WARM_KERNELS:
                 shutdown_kernels()
@@ -99,11 +134,7 @@ def execute_notebook(input_path: str | Path, output_path: str | Path, parameters
                 if client.kc is not None:
                     client.kc.stop_channels()
                 if cls.keep_warm:
-                    if not _WARM_KERNELS:
-                        import atexit
-
-                        atexit.register(shutdown_kernels)
-                    _WARM_KERNELS[key] = km
+                    _keep_warm(key, km)
                 else:
                     _shutdown(km)
 
@@ -119,5 +150,5 @@ def execute_notebook(input_path: str | Path, output_path: str | Path, parameters
         warnings.simplefilter("ignore", UserWarning)  # papermill: output name not *.ipynb (a temp)
         papermill.execute_notebook(str(input_path), str(output_path), parameters=parameters,
                                    kernel_name="python3", progress_bar=False, log_output=False,
-                                   cwd=str(cwd or os.getcwd()),
+                                   cwd=cwd,
                                    engine_name="rtinst-warm" if warm else "rtinst-fresh")

@@ -136,6 +136,10 @@ def run_one(base_config: str, overrides: list[str], run_dir: str | Path,
     return record
 
 
+# What every run notebook imports first: a new kernel does it while the worker loads papermill.
+RUN_PRELOAD = ("rtinst.runner", "torch", "torchvision")
+
+
 def _run_notebook(job: dict, run_dir: Path, warm: bool = True) -> None:
     """Execute ``notebooks/run.ipynb`` for this run; keep it as ``run_dir/run.ipynb``."""
     out = run_dir / f".run.ipynb.{os.getpid()}.tmp"
@@ -143,7 +147,7 @@ def _run_notebook(job: dict, run_dir: Path, warm: bool = True) -> None:
               "run_dir": str(run_dir), "trained_from": job.get("trained_from"),
               "gpus": job.get("gpus", 1)}
     try:
-        execute_notebook(RUN_NOTEBOOK, out, params, warm=warm)
+        execute_notebook(RUN_NOTEBOOK, out, params, warm=warm, preload=RUN_PRELOAD)
     finally:
         if out.exists():
             os.replace(out, run_dir / "run.ipynb")

@@ -63,3 +63,27 @@ def test_a_fresh_kernel_is_shut_down_and_cleaned_after_its_notebook(tmp_path):
     a, b = _probe(tmp_path / "a.ipynb"), _probe(tmp_path / "b.ipynb")
     assert a["transport"] == "ipc" and a["pid"] != b["pid"]
     assert _kernel_folders() == before
+
+
+def test_a_new_warm_kernel_imports_preload_while_it_starts_and_runs_in_cwd(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("x = 0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import json, os, sys\nprint(json.dumps({'loaded': 'wave' in sys.modules, 'cwd': os.getcwd()}))")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    src = tmp_path / "probe.ipynb"
+    nbformat.write(nb, src)
+    work = tmp_path / "work"
+    work.mkdir()
+    try:
+        # `wave`: a stdlib module nothing else here imports
+        execute_notebook(src, tmp_path / "a.ipynb", {"x": 1}, warm=True, cwd=work, preload=("wave",))
+        first = _probe(tmp_path / "a.ipynb")
+        shutdown_kernels()
+        execute_notebook(src, tmp_path / "b.ipynb", {"x": 1}, warm=True, cwd=work)
+        second = _probe(tmp_path / "b.ipynb")
+    finally:
+        shutdown_kernels()
+    assert first == {"loaded": True, "cwd": str(work.resolve())}
+    assert second == {"loaded": False, "cwd": str(work.resolve())}  # no preload asked, none done
