@@ -1,10 +1,16 @@
 """How long the missing work of a sweep takes, and what fits in a time budget.
 
 :func:`estimate` prices each missing run from the finished runs of the same model and preset
-in the runs folder: their median *machine* time per training step times the run's own step
-count (a 1440-step curve run beside 480-step table rows would otherwise triple the price of
-every row), or their median machine time per run where step counts are unknown; a per-preset
-default before the first one; an evaluation-only run at 5 % of a training. Each cost
+in the runs folder: their median *machine* time per unit of work times the run's own work,
+or their median machine time per run where step counts are unknown; a per-preset default
+before the first one; an evaluation-only run at 5 % of a training. The work of a run is
+its steps (a 1440-step curve run beside 480-step table rows would otherwise triple the
+price of every row) times the forward GFLOPs of one training batch (model GFLOPs at its
+largest training input x batch size): SparseInst's Table 3 rows span 2-12 GFLOPs per image
+at the tiny preset, so a per-step price from the default decoder's runs would price the
+width-256, depth-6 row at a sixth of its time. The GFLOPs are counted once per model config
+and input size (fvcore, random weights, ~0.5 s each) and kept in ``<runs>/step_gflops.json``;
+where a count fails the group falls back to the per-step price. Each cost
 measurement is priced at the mean of the cached ones. :func:`within_budget` picks the
 missing runs that fit in a budget, for a bounded ``rtinst reproduce --budget-minutes``.
 
@@ -19,15 +25,18 @@ own machine, divide the time.
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rtinst.costs import DEFAULT_COST_SECONDS, read_cost
+from rtinst.config import RunConfig, from_dict
+from rtinst.costs import DEFAULT_COST_SECONDS, cost_key, read_cost
 from rtinst.errors import UserError
 from rtinst.experiments import RECORD_NAME, read_record
+from rtinst.io import atomic_write_json
 
 if TYPE_CHECKING:
     from rtinst.sweep import CostJob, Plan, RunJob
@@ -93,8 +102,66 @@ def _steps(config: dict) -> int | None:
     return steps if ok else None
 
 
-def _past_runs(runs_dir: Path, model: str, preset: str) -> list[tuple[float, int | None]]:
-    """(machine seconds, training steps or None) of each finished training run."""
+WORK_CACHE = "step_gflops.json"  # in the runs folder: {cost key: GFLOPs or null}
+
+
+def _train_input(cfg: RunConfig) -> tuple[int, int]:
+    side = cfg.data.fixed_size or min(max(cfg.data.train_short_edge), cfg.data.train_max_size)
+    return side, side
+
+
+def batch_gflops(cfg: RunConfig, cache: dict) -> float | None:
+    """Forward GFLOPs of one training batch (the model at its largest square training input,
+    times the batch size; backward costs about twice the forward, so a step's time is about
+    proportional), counted once per model config and size into ``cache``; None if the model
+    cannot be counted."""
+    size = _train_input(cfg)
+    key = cost_key(cfg, size)
+    if key not in cache:
+        cache[key] = _count_gflops(cfg, size)
+    gflops = cache[key]
+    return gflops * cfg.train.batch_size if gflops else None
+
+
+def _count_gflops(cfg: RunConfig, size: tuple[int, int]) -> float | None:
+    import warnings
+
+    import torch
+
+    from rtinst.engine.flops import count_flops
+    from rtinst.external import build_detector
+
+    try:
+        with torch.random.fork_rng(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings from post-processing
+            torch.manual_seed(0)
+            model = build_detector(cfg.model).eval()
+            return float(count_flops(model, torch.randn(1, 3, *size)).gflops)
+    except Exception:  # noqa: BLE001 - an estimate must not fail a sweep: price per step instead
+        return None
+
+
+class _WorkCache(dict):
+    """``<runs>/step_gflops.json``, written back (atomically) only when a count was added."""
+
+    def __init__(self, runs_dir: Path):
+        self.path = runs_dir / WORK_CACHE
+        try:
+            super().__init__(json.loads(self.path.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError):
+            super().__init__()
+        self._loaded = len(self)
+
+    def save(self) -> None:
+        if len(self) != self._loaded and self.path.parent.is_dir():
+            atomic_write_json(self.path, dict(sorted(self.items())))
+            self._loaded = len(self)
+
+
+def _past_runs(runs_dir: Path, model: str, preset: str,
+               cache: dict) -> list[tuple[float, int | None, float | None]]:
+    """(machine seconds, training steps or None, batch GFLOPs or None) of each finished
+    training run."""
     out = []
     for path in runs_dir.glob(f"{model}-{preset}-*/{RECORD_NAME}"):
         try:
@@ -102,33 +169,60 @@ def _past_runs(runs_dir: Path, model: str, preset: str) -> list[tuple[float, int
         except UserError:
             continue
         if rec.status == "done" and rec.wall_time_s and not rec.artifacts.get("trained_in"):
-            out.append((float(rec.wall_time_s) * machine_share(rec.provenance), _steps(rec.config)))
+            steps = _steps(rec.config)
+            try:
+                work = batch_gflops(from_dict(rec.config), cache) if steps else None
+            except UserError:  # a record of an older config schema
+                work = None
+            out.append((float(rec.wall_time_s) * machine_share(rec.provenance), steps, work))
     return out
 
 
-def _group_price(past: list[tuple[float, int | None]], preset: str):
-    """A function steps -> seconds for one (model, preset), and its basis text."""
-    rates = [wall / steps for wall, steps in past if steps]
-    per_run = statistics.median(wall for wall, _ in past) if past else \
+def _group_price(past: list[tuple[float, int | None, float | None]], preset: str):
+    """For one (model, preset): a function (steps, batch GFLOPs) -> seconds, its basis, and
+    whether it uses the GFLOPs (every record with steps has them)."""
+    per_run = statistics.median(wall for wall, _, _ in past) if past else \
         DEFAULT_RUN_SECONDS.get(preset, DEFAULT_RUN_SECONDS["custom"])
+    rates = [wall / steps for wall, steps, _ in past if steps]
+    work_rates = [wall / (steps * work) for wall, steps, work in past if steps and work]
+    if rates and len(work_rates) == len(rates):
+        rate, work_rate = statistics.median(rates), statistics.median(work_rates)
+
+        def price(steps, work):
+            if not steps:
+                return per_run
+            return work_rate * steps * work if work else rate * steps
+
+        return price, (f"{rate:.2f} s/step from {len(rates)} record(s), scaled by each run's "
+                       f"GFLOPs per batch"), True
     if rates:
         rate = statistics.median(rates)
-        return (lambda steps: rate * steps if steps else per_run,
-                f"{rate:.2f} s/step from {len(rates)} record(s)")
+        return (lambda steps, work: rate * steps if steps else per_run,
+                f"{rate:.2f} s/step from {len(rates)} record(s)", False)
     if past:
-        return lambda steps: per_run, f"{_fmt_seconds(per_run)}/run from {len(past)} record(s)"
-    return lambda steps: per_run, f"{_fmt_seconds(per_run)}/run (default)"
+        return (lambda steps, work: per_run,
+                f"{_fmt_seconds(per_run)}/run from {len(past)} record(s)", False)
+    return lambda steps, work: per_run, f"{_fmt_seconds(per_run)}/run (default)", False
 
 
 def price_runs(plan: Plan, runs: list[RunJob]) -> tuple[list[float], dict[str, str]]:
     """Estimated seconds of each run (reading each model's past records once) and the basis."""
+    from rtinst.config import load_config
+
+    runs_dir = Path(plan.runs_dir)
+    cache = _WorkCache(runs_dir)
     prices, basis, per_group = [], {}, {}
     for job in runs:
         group = (job.model, job.preset)
         if group not in per_group:
-            per_group[group], basis[f"{group[0]}-{group[1]}"] = _group_price(
-                _past_runs(Path(plan.runs_dir), *group), group[1])
-        prices.append(per_group[group](job.max_iters) * (0.05 if job.trained_from else 1.0))
+            price, text, scaled = _group_price(_past_runs(runs_dir, *group, cache), group[1])
+            per_group[group], basis[f"{group[0]}-{group[1]}"] = (price, scaled), text
+        price, scaled = per_group[group]
+        work = None
+        if scaled and job.max_iters and not job.trained_from:
+            work = batch_gflops(load_config(job.base_config, job.overrides), cache)
+        prices.append(price(job.max_iters, work) * (0.05 if job.trained_from else 1.0))
+    cache.save()
     return prices, basis
 
 

@@ -191,8 +191,8 @@ def test_estimate_from_existing_records(tmp_path, data_root):
     from rtinst.config import load_config
 
     for i, secs in enumerate([40.0, 44.0]):  # two finished runs of the same model and preset
-        rec = RunRecord.start(load_config(overrides=[
-            "preset=smoke", f"seed={10 + i}", f"train.max_iters={todo[0].max_iters}"])).finish({})
+        rec = RunRecord.start(load_config(todo[0].base_config, [
+            f"seed={10 + i}", f"train.max_iters={todo[0].max_iters}"])).finish({})
         rec.wall_time_s = secs
         rec.provenance.update(device="cpu", torch_threads=2, cpu_count=2)
         write_record(rec, tmp_path / "runs" / f"sparseinst-smoke-old{i}")
@@ -213,8 +213,8 @@ def test_estimate_counts_machine_time_of_runs_that_shared_the_cpu(tmp_path, data
     spec, plan = make_plan(tmp_path, data_root)
     todo = pending_runs(plan)
     for i, (secs, threads) in enumerate([(84.0, 1), (42.0, 2)]):
-        rec = RunRecord.start(load_config(overrides=[
-            "preset=smoke", f"seed={10 + i}", f"train.max_iters={todo[0].max_iters}"])).finish({})
+        rec = RunRecord.start(load_config(todo[0].base_config, [
+            f"seed={10 + i}", f"train.max_iters={todo[0].max_iters}"])).finish({})
         rec.wall_time_s = secs
         rec.provenance.update(device="cpu", torch_threads=threads, cpu_count=2)
         write_record(rec, tmp_path / "runs" / f"sparseinst-smoke-old{i}")
@@ -236,22 +236,59 @@ def test_estimate_prices_runs_per_training_step(tmp_path, data_root):
     steps = todo[0].max_iters
     assert steps and all(j.max_iters == steps for j in todo)
     for i, (mult, secs) in enumerate([(1, 40.0), (3, 126.0), (1, 44.0)]):
-        cfg = load_config(overrides=["preset=smoke", f"seed={10 + i}", f"train.max_iters={mult * steps}"])
+        cfg = load_config(todo[0].base_config, [f"seed={10 + i}", f"train.max_iters={mult * steps}"])
         rec = RunRecord.start(cfg).finish({})
         rec.wall_time_s = secs
         rec.provenance.update(device="cpu", torch_threads=2, cpu_count=2)
         write_record(rec, tmp_path / "runs" / f"sparseinst-smoke-old{i}")
     est = estimate(plan, todo, [])
     assert est.seconds == pytest.approx(3 * 42.0)  # rates 40, 42, 44 s per `steps` -> median 42
-    assert f"{42.0 / steps:.2f} s/step from 3 record(s)" in str(est)
+    assert f"{42.0 / steps:.2f} s/step from 3 record(s), scaled by each run's GFLOPs" in str(est)
     # a minute-budgeted record may have stopped early: it prices per run, not per step
-    cfg = load_config(overrides=["preset=smoke", "train.max_minutes=1"])
+    cfg = load_config(todo[0].base_config, ["train.max_minutes=1"])
     rec = RunRecord.start(cfg).finish({})
     rec.wall_time_s = 60.0
     rec.provenance.update(device="cpu", torch_threads=2, cpu_count=2)
     write_record(rec, tmp_path / "runs" / "sparseinst-smoke-minutes")
     assert estimate(plan, todo, []).seconds == pytest.approx(3 * 42.0)
     assert "from 3 record(s)" in str(estimate(plan, todo, []))
+
+
+def test_estimate_scales_with_the_gflops_of_a_training_batch(tmp_path, data_root, monkeypatch):
+    """A run with twice the batch (or twice the model FLOPs) is priced twice its per-step time
+    from the records; the counts are cached in the runs folder; without counts, per step."""
+    import dataclasses
+
+    import rtinst.estimates as est_mod
+    from rtinst.config import load_config
+
+    spec, plan = make_plan(tmp_path, data_root)
+    todo = pending_runs(plan)
+    for i, secs in enumerate([40.0, 44.0]):
+        rec = RunRecord.start(load_config(todo[0].base_config, [f"seed={10 + i}"])).finish({})
+        rec.wall_time_s = secs
+        rec.provenance.update(device="cpu", torch_threads=2, cpu_count=2)
+        write_record(rec, tmp_path / "runs" / f"sparseinst-smoke-old{i}")
+    base_batch = load_config(todo[0].base_config).train.batch_size
+    double = dataclasses.replace(todo[0], overrides=todo[0].overrides + [
+        f"train.batch_size={2 * base_batch}"])
+    assert estimate(plan, [todo[0]], []).seconds == pytest.approx(42.0)
+    assert estimate(plan, [double], []).seconds == pytest.approx(2 * 42.0)
+    cache = json.loads((tmp_path / "runs" / est_mod.WORK_CACHE).read_text())
+    # one entry per model config and input size (the records' base model and the row's)
+    assert len(cache) == 2 and all(v > 0 for v in cache.values())
+
+    # cached: no model is built or counted again
+    def no_count(*args):
+        raise AssertionError("counted again")
+
+    monkeypatch.setattr(est_mod, "_count_gflops", no_count)
+    assert estimate(plan, [double], []).seconds == pytest.approx(2 * 42.0)
+    # a model that cannot be counted: the group prices per step again, and says so
+    (tmp_path / "runs" / est_mod.WORK_CACHE).unlink()
+    monkeypatch.setattr(est_mod, "_count_gflops", lambda cfg, size: None)
+    flat = estimate(plan, [double], [])
+    assert flat.seconds == pytest.approx(42.0) and "scaled" not in str(flat)
 
 
 def test_unknown_executor_is_a_user_error():
