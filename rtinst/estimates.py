@@ -185,24 +185,20 @@ def _group_price(past: list[tuple[float, int | None, float | None]], preset: str
         DEFAULT_RUN_SECONDS.get(preset, DEFAULT_RUN_SECONDS["custom"])
     rates = [wall / steps for wall, steps, _ in past if steps]
     work_rates = [wall / (steps * work) for wall, steps, work in past if steps and work]
-    if rates and len(work_rates) == len(rates):
-        rate, work_rate = statistics.median(rates), statistics.median(work_rates)
+    if not rates:
+        origin = f"from {len(past)} record(s)" if past else "(default)"
+        return lambda steps, work: per_run, f"{_fmt_seconds(per_run)}/run {origin}", False
+    rate = statistics.median(rates)
+    scaled = len(work_rates) == len(rates)
+    work_rate = statistics.median(work_rates) if scaled else None
 
-        def price(steps, work):
-            if not steps:
-                return per_run
-            return work_rate * steps * work if work else rate * steps
+    def price(steps, work):
+        if not steps:
+            return per_run
+        return work_rate * steps * work if work and work_rate else rate * steps
 
-        return price, (f"{rate:.2f} s/step from {len(rates)} record(s), scaled by each run's "
-                       f"GFLOPs per batch"), True
-    if rates:
-        rate = statistics.median(rates)
-        return (lambda steps, work: rate * steps if steps else per_run,
-                f"{rate:.2f} s/step from {len(rates)} record(s)", False)
-    if past:
-        return (lambda steps, work: per_run,
-                f"{_fmt_seconds(per_run)}/run from {len(past)} record(s)", False)
-    return lambda steps, work: per_run, f"{_fmt_seconds(per_run)}/run (default)", False
+    text = f"{rate:.2f} s/step from {len(rates)} record(s)"
+    return price, text + (", scaled by each run's GFLOPs per batch" if scaled else ""), scaled
 
 
 def price_runs(plan: Plan, runs: list[RunJob]) -> tuple[list[float], dict[str, str]]:
