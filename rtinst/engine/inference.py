@@ -57,8 +57,11 @@ def predict_coco(
     max_images: int | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    with_targets: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run ``model`` over ``dataset`` and return COCO segm results with real category ids."""
+    """Run ``model`` over ``dataset`` and return COCO segm results with real category ids.
+    ``with_targets``: pass each batch's ground truth to the model (diagnostics that condition
+    on it, e.g. :mod:`rtinst.engine.oracle_iam`); models ignore it in eval mode."""
     device = torch.device(device)
     model.to(device).eval()
     if max_images is not None:
@@ -67,7 +70,7 @@ def predict_coco(
                         num_workers=num_workers)
     results: list[dict[str, Any]] = []
     for batch in tqdm(loader, desc="inference", disable=not progress, dynamic_ncols=True):
-        outputs = model(batch.images.to(device), None)
+        outputs = model(batch.images.to(device), batch.targets if with_targets else None)
         padded = tuple(batch.images.shape[-2:])
         for out, image_id, size, orig in zip(outputs, batch.image_ids, batch.image_sizes,
                                              batch.orig_sizes):

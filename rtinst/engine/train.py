@@ -74,11 +74,12 @@ def init_source_record(source: str | None) -> dict[str, Any]:
 def evaluate_run(model: torch.nn.Module, cfg: RunConfig, val_set, run_dir: Path,
                  device: torch.device, progress: bool = True,
                  results_name: str = "coco_segm_results.json",
-                 with_tide: bool | None = None) -> dict[str, Any]:
+                 with_tide: bool | None = None, with_targets: bool = False) -> dict[str, Any]:
     """Predict the val split, write the COCO results JSON, return AP (and TIDE) metrics.
-    ``with_tide``: None follows ``cfg.eval.tide``."""
+    ``with_tide``: None follows ``cfg.eval.tide``; ``with_targets``: see ``predict_coco``."""
     results = predict_coco(model, val_set, collate_fn(cfg.data), val_set.contiguous_to_cat_id,
-                           device=device, max_images=cfg.eval.max_images, progress=progress)
+                           device=device, max_images=cfg.eval.max_images, progress=progress,
+                           with_targets=with_targets)
     results_path = write_results(run_dir / results_name, results)
     if not results:  # an untrained model may detect nothing: AP is 0, not an error
         return {k: 0.0 for k in METRIC_KEYS} | {"num_detections": 0}

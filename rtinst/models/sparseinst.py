@@ -292,6 +292,10 @@ class SparseInstCriterion:
     the sigmoid. Terms with weight 0 are skipped.
     """
 
+    # The assignment (Q, T scores -> rows, cols); an attribute so a diagnostic can fix it
+    # (rtinst.engine.oracle_iam assigns instance map k to object k).
+    match = staticmethod(sparseinst_match)
+
     def __init__(self, cfg: SparseInstConfig):
         self.cfg = cfg
 
@@ -312,8 +316,7 @@ class SparseInstCriterion:
             cls_prob, mask_prob = logits.sigmoid(), pred_masks.sigmoid()
         for i, t in enumerate(targets):
             tm = self._targets_at(t["masks"], size)
-            rows, cols = sparseinst_match(cls_prob[i], mask_prob[i], t["labels"], tm,
-                                          cfg.matcher_alpha)
+            rows, cols = self.match(cls_prob[i], mask_prob[i], t["labels"], tm, cfg.matcher_alpha)
             cls_target[i, rows, t["labels"][cols]] = 1.0
             src_idx.append(rows + i * n)
             tgt_masks.append(tm[cols])
