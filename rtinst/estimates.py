@@ -14,6 +14,13 @@ where a count fails the group falls back to the per-step price. Each cost
 measurement is priced at the mean of the cached ones. :func:`within_budget` picks the
 missing runs that fit in a budget, for a bounded ``rtinst reproduce --budget-minutes``.
 
+A run that was interrupted (a killed sweep) resumes from its last checkpoint, so it is priced
+at its own measured machine seconds per step (its ``train_log.jsonl``) for the steps after that
+checkpoint, plus the group's median evaluation time. FLOPs do not see every cost: SparseInst's
+deformable-conv row of Table 3 counts 7.9 GFLOPs per 320 px image to its plain twin's 7.7 but
+steps 2.5x slower here (12.9 vs 5.1 s/step on 1 thread: torchvision's deform_conv2d is slow
+on a CPU); and a half-done run costs half.
+
 Machine time, because local workers share one CPU: a run trained with 1 of 2 cores (a
 ``--workers 2`` sweep, or a job beside another) took twice the wall time for the same work,
 so its wall time is scaled by the share of the cores it had, and a local pool of N workers
@@ -158,6 +165,42 @@ class _WorkCache(dict):
             self._loaded = len(self)
 
 
+def _eval_seconds(runs_dir: Path, model: str, preset: str) -> float:
+    """Median machine seconds a finished run of the group spent after training (evaluation)."""
+    out = []
+    for path in runs_dir.glob(f"{model}-{preset}-*/{RECORD_NAME}"):
+        try:
+            rec = read_record(path)
+        except UserError:
+            continue
+        train = (rec.metrics or {}).get("train_seconds")
+        if rec.status == "done" and rec.wall_time_s and isinstance(train, (int, float)):
+            out.append(max(0.0, rec.wall_time_s - train) * machine_share(rec.provenance))
+    return statistics.median(out) if out else 0.0
+
+
+def resumed_price(run_dir: str | Path, max_iters: int | None, checkpoint_period: int,
+                  eval_seconds: float) -> float | None:
+    """Machine seconds left for an interrupted run that resumes from its last checkpoint (at a
+    multiple of ``checkpoint_period``): its own logged seconds per step x the steps after that
+    checkpoint, plus ``eval_seconds``. None when the run has no checkpoint or no log."""
+    run_dir = Path(run_dir)
+    log = run_dir / "train_log.jsonl"
+    if not max_iters or not (run_dir / "checkpoints" / "last.pt").is_file() or not log.is_file():
+        return None
+    try:
+        last = json.loads(log.read_text().splitlines()[-1])
+        steps, seconds = int(last["iter"]) + 1, float(last["seconds"])
+    except (IndexError, KeyError, ValueError, TypeError):
+        return None
+    try:
+        share = machine_share(read_record(run_dir / RECORD_NAME).provenance)
+    except UserError:
+        share = 1.0
+    done = min(max_iters, steps // checkpoint_period * checkpoint_period)
+    return seconds / steps * share * (max_iters - done) + eval_seconds
+
+
 def _past_runs(runs_dir: Path, model: str, preset: str,
                cache: dict) -> list[tuple[float, int | None, float | None]]:
     """(machine seconds, training steps or None, batch GFLOPs or None) of each finished
@@ -207,17 +250,27 @@ def price_runs(plan: Plan, runs: list[RunJob]) -> tuple[list[float], dict[str, s
 
     runs_dir = Path(plan.runs_dir)
     cache = _WorkCache(runs_dir)
-    prices, basis, per_group = [], {}, {}
+    prices, basis, per_group, resumed = [], {}, {}, 0
     for job in runs:
         group = (job.model, job.preset)
         if group not in per_group:
             price, text, scaled = _group_price(_past_runs(runs_dir, *group, cache), group[1])
             per_group[group], basis[f"{group[0]}-{group[1]}"] = (price, scaled), text
         price, scaled = per_group[group]
+        if not job.trained_from and (Path(job.run_dir) / "checkpoints" / "last.pt").is_file():
+            cfg = load_config(job.base_config, job.overrides)
+            left = resumed_price(job.run_dir, job.max_iters, cfg.train.checkpoint_period,
+                                 _eval_seconds(runs_dir, *group))
+            if left is not None:
+                prices.append(left)
+                resumed += 1
+                continue
         work = None
         if scaled and job.max_iters and not job.trained_from:
             work = batch_gflops(load_config(job.base_config, job.overrides), cache)
         prices.append(price(job.max_iters, work) * (0.05 if job.trained_from else 1.0))
+    if resumed:
+        basis["resumed"] = f"{resumed} interrupted run(s) at their own s/step"
     cache.save()
     return prices, basis
 

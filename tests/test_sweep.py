@@ -291,6 +291,43 @@ def test_estimate_scales_with_the_gflops_of_a_training_batch(tmp_path, data_root
     assert flat.seconds == pytest.approx(42.0) and "scaled" not in str(flat)
 
 
+def test_an_interrupted_run_is_priced_at_its_own_step_time_for_the_steps_after_its_checkpoint(
+        tmp_path, data_root):
+    """FLOPs miss some costs (a deformable conv on a CPU): a killed run that resumes is
+    priced from its own log, for the steps its last checkpoint has not kept, plus the
+    group's evaluation time."""
+    from rtinst.config import load_config
+
+    spec, plan = make_plan(tmp_path, data_root)
+    job = pending_runs(plan)[0]
+    for i in range(2):
+        rec = RunRecord.start(load_config(job.base_config, [f"seed={10 + i}"])).finish(
+            {"train_seconds": 40.0})
+        rec.wall_time_s = 42.0  # 2 s of evaluation
+        rec.provenance.update(device="cpu", torch_threads=2, cpu_count=2)
+        write_record(rec, tmp_path / "runs" / f"sparseinst-smoke-old{i}")
+    fresh = estimate(plan, [job], []).seconds
+
+    cfg = load_config(job.base_config, job.overrides)
+    steps, period = 7, 3  # 7 steps logged, checkpoint at step 6: 6 done
+    cfg.train.max_iters, cfg.train.checkpoint_period = 20, period
+    job.max_iters = 20
+    job.overrides = job.overrides + ["train.max_iters=20", f"train.checkpoint_period={period}"]
+    run_dir = Path(job.run_dir)
+    partial = RunRecord.start(cfg)
+    partial.provenance.update(device="cpu", torch_threads=1, cpu_count=2)  # half the machine
+    write_record(partial, run_dir)
+    (run_dir / "train_log.jsonl").write_text("".join(
+        json.dumps({"iter": i, "seconds": 10.0 * (i + 1), "loss": 1.0}) + "\n" for i in range(steps)))
+    assert estimate(plan, [job], []).seconds != pytest.approx(5.0 * 14 + 2.0)  # no checkpoint yet
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
+    est = estimate(plan, [job], [])
+    assert est.seconds == pytest.approx(5.0 * (20 - 6) + 2.0)  # 10 s/step x 1/2 machine
+    assert "1 interrupted run(s) at their own s/step" in str(est)
+    assert fresh == pytest.approx(42.0)
+
+
 def test_unknown_executor_is_a_user_error():
     from rtinst.errors import UserError
 
