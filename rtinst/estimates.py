@@ -165,20 +165,6 @@ class _WorkCache(dict):
             self._loaded = len(self)
 
 
-def _eval_seconds(runs_dir: Path, model: str, preset: str) -> float:
-    """Median machine seconds a finished run of the group spent after training (evaluation)."""
-    out = []
-    for path in runs_dir.glob(f"{model}-{preset}-*/{RECORD_NAME}"):
-        try:
-            rec = read_record(path)
-        except UserError:
-            continue
-        train = (rec.metrics or {}).get("train_seconds")
-        if rec.status == "done" and rec.wall_time_s and isinstance(train, (int, float)):
-            out.append(max(0.0, rec.wall_time_s - train) * machine_share(rec.provenance))
-    return statistics.median(out) if out else 0.0
-
-
 def resumed_price(run_dir: str | Path, max_iters: int | None, checkpoint_period: int,
                   eval_seconds: float) -> float | None:
     """Machine seconds left for an interrupted run that resumes from its last checkpoint (at a
@@ -201,10 +187,12 @@ def resumed_price(run_dir: str | Path, max_iters: int | None, checkpoint_period:
     return seconds / steps * share * (max_iters - done) + eval_seconds
 
 
-def _past_runs(runs_dir: Path, model: str, preset: str,
-               cache: dict) -> list[tuple[float, int | None, float | None]]:
-    """(machine seconds, training steps or None, batch GFLOPs or None) of each finished
-    training run."""
+Past = tuple[float, int | None, float | None, float | None]
+
+
+def _past_runs(runs_dir: Path, model: str, preset: str, cache: dict) -> list[Past]:
+    """(machine seconds, training steps or None, batch GFLOPs or None, machine seconds after
+    training, i.e. evaluation, or None) of each finished training run."""
     out = []
     for path in runs_dir.glob(f"{model}-{preset}-*/{RECORD_NAME}"):
         try:
@@ -217,17 +205,21 @@ def _past_runs(runs_dir: Path, model: str, preset: str,
                 work = batch_gflops(from_dict(rec.config), cache) if steps else None
             except UserError:  # a record of an older config schema
                 work = None
-            out.append((float(rec.wall_time_s) * machine_share(rec.provenance), steps, work))
+            share = machine_share(rec.provenance)
+            train = (rec.metrics or {}).get("train_seconds")
+            evaluation = (max(0.0, rec.wall_time_s - train) * share
+                          if isinstance(train, (int, float)) else None)
+            out.append((float(rec.wall_time_s) * share, steps, work, evaluation))
     return out
 
 
-def _group_price(past: list[tuple[float, int | None, float | None]], preset: str):
+def _group_price(past: list[Past], preset: str):
     """For one (model, preset): a function (steps, batch GFLOPs) -> seconds, its basis, and
     whether it uses the GFLOPs (every record with steps has them)."""
-    per_run = statistics.median(wall for wall, _, _ in past) if past else \
+    per_run = statistics.median(p[0] for p in past) if past else \
         DEFAULT_RUN_SECONDS.get(preset, DEFAULT_RUN_SECONDS["custom"])
-    rates = [wall / steps for wall, steps, _ in past if steps]
-    work_rates = [wall / (steps * work) for wall, steps, work in past if steps and work]
+    rates = [wall / steps for wall, steps, _, _ in past if steps]
+    work_rates = [wall / (steps * work) for wall, steps, work, _ in past if steps and work]
     if not rates:
         origin = f"from {len(past)} record(s)" if past else "(default)"
         return lambda steps, work: per_run, f"{_fmt_seconds(per_run)}/run {origin}", False
@@ -254,13 +246,16 @@ def price_runs(plan: Plan, runs: list[RunJob]) -> tuple[list[float], dict[str, s
     for job in runs:
         group = (job.model, job.preset)
         if group not in per_group:
-            price, text, scaled = _group_price(_past_runs(runs_dir, *group, cache), group[1])
-            per_group[group], basis[f"{group[0]}-{group[1]}"] = (price, scaled), text
-        price, scaled = per_group[group]
+            past = _past_runs(runs_dir, *group, cache)
+            price, text, scaled = _group_price(past, group[1])
+            evaluations = [p[3] for p in past if p[3] is not None]
+            evaluation = statistics.median(evaluations) if evaluations else 0.0
+            per_group[group], basis[f"{group[0]}-{group[1]}"] = (price, scaled, evaluation), text
+        price, scaled, evaluation = per_group[group]
         if not job.trained_from and (Path(job.run_dir) / "checkpoints" / "last.pt").is_file():
             cfg = load_config(job.base_config, job.overrides)
             left = resumed_price(job.run_dir, job.max_iters, cfg.train.checkpoint_period,
-                                 _eval_seconds(runs_dir, *group))
+                                 evaluation)
             if left is not None:
                 prices.append(left)
                 resumed += 1

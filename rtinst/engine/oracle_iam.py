@@ -17,6 +17,7 @@ run folder is a scratch space (nothing enters the run cache).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
@@ -120,8 +121,10 @@ def oracle_iam(cfg: RunConfig, steps: Optional[int] = None, work_dir: Optional[s
     seed_everything(cfg.seed)
     model = build_model(cfg.model)
     oracle = OracleIAM(model)
-    with tempfile.TemporaryDirectory(prefix="oracle_iam_") as tmp:
-        run_dir = Path(work_dir) if work_dir is not None else Path(tmp)
+    scratch = (contextlib.nullcontext(str(work_dir)) if work_dir is not None
+               else tempfile.TemporaryDirectory(prefix="oracle_iam_"))
+    with scratch as folder:
+        run_dir = Path(folder)
         summary = train_loop(model, train_set, collate_fn(cfg.data), cfg.train, run_dir,
                              seed=cfg.seed, device=device, num_workers=cfg.data.num_workers,
                              progress=progress)
