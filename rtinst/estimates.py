@@ -165,26 +165,24 @@ class _WorkCache(dict):
             self._loaded = len(self)
 
 
-def resumed_price(run_dir: str | Path, max_iters: int | None, checkpoint_period: int,
-                  eval_seconds: float) -> float | None:
+def resumed_price(run_dir: str | Path, max_iters: int | None, eval_seconds: float) -> float | None:
     """Machine seconds left for an interrupted run that resumes from its last checkpoint (at a
-    multiple of ``checkpoint_period``): its own logged seconds per step x the steps after that
-    checkpoint, plus ``eval_seconds``. None when the run has no checkpoint or no log."""
+    multiple of its ``train.checkpoint_period``): its own logged seconds per step x the steps
+    after that checkpoint, plus ``eval_seconds``. None when the run has no checkpoint, log or
+    readable record."""
     run_dir = Path(run_dir)
     log = run_dir / "train_log.jsonl"
     if not max_iters or not (run_dir / "checkpoints" / "last.pt").is_file() or not log.is_file():
         return None
     try:
+        rec = read_record(run_dir / RECORD_NAME)
+        period = int(rec.config["train"]["checkpoint_period"])
         last = json.loads(log.read_text().splitlines()[-1])
         steps, seconds = int(last["iter"]) + 1, float(last["seconds"])
-    except (IndexError, KeyError, ValueError, TypeError):
+    except (UserError, IndexError, KeyError, ValueError, TypeError):
         return None
-    try:
-        share = machine_share(read_record(run_dir / RECORD_NAME).provenance)
-    except UserError:
-        share = 1.0
-    done = min(max_iters, steps // checkpoint_period * checkpoint_period)
-    return seconds / steps * share * (max_iters - done) + eval_seconds
+    done = min(max_iters, steps // period * period)
+    return seconds / steps * machine_share(rec.provenance) * (max_iters - done) + eval_seconds
 
 
 Past = tuple[float, int | None, float | None, float | None]
@@ -252,14 +250,11 @@ def price_runs(plan: Plan, runs: list[RunJob]) -> tuple[list[float], dict[str, s
             evaluation = statistics.median(evaluations) if evaluations else 0.0
             per_group[group], basis[f"{group[0]}-{group[1]}"] = (price, scaled, evaluation), text
         price, scaled, evaluation = per_group[group]
-        if not job.trained_from and (Path(job.run_dir) / "checkpoints" / "last.pt").is_file():
-            cfg = load_config(job.base_config, job.overrides)
-            left = resumed_price(job.run_dir, job.max_iters, cfg.train.checkpoint_period,
-                                 evaluation)
-            if left is not None:
-                prices.append(left)
-                resumed += 1
-                continue
+        left = None if job.trained_from else resumed_price(job.run_dir, job.max_iters, evaluation)
+        if left is not None:
+            prices.append(left)
+            resumed += 1
+            continue
         work = None
         if scaled and job.max_iters and not job.trained_from:
             work = batch_gflops(load_config(job.base_config, job.overrides), cache)
