@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -77,6 +78,34 @@ def test_plot_written_and_global_style_untouched(files, tmp_path):
     assert [p.name for p in png.parent.iterdir()] == [png.name]  # no temp files left
     assert dict(matplotlib.rcParams) == rc_before  # tidecv's seaborn.set() did not leak
     assert not (tmp_path / "tidecv_home").exists()  # scratch plots went to a private temp dir
+
+
+def test_default_plot_is_a_150_dpi_palette_png(files, tmp_path):
+    # one plot per run is committed beside its record: it must stay small
+    from PIL import Image
+
+    out = run_tide(files["gt"], files["noisy"], out_dir=tmp_path, name="yolact")
+    with Image.open(out["tide_plot"]) as im:
+        assert im.mode == "P" and len(im.getcolors(maxcolors=256)) <= 128
+        # tidecv's 300 dpi chart is ~2700 x 4300 px (its width follows the labels)
+        assert 1200 < im.size[0] < 1500 and 2000 < im.size[1] < 2300, im.size
+    assert Path(out["tide_plot"]).stat().st_size < 150_000
+
+
+def test_compact_png_rescales_and_keeps_the_picture(tmp_path):
+    from PIL import Image
+
+    from rtinst.engine.tide import compact_png
+
+    src = tmp_path / "src.png"
+    rgb = Image.new("RGB", (200, 100), (255, 255, 255))
+    rgb.paste((200, 30, 30), (0, 0, 100, 100))  # left half red
+    rgb.save(src)
+    compact_png(src, tmp_path / "out.png", scale=0.5)
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.size == (100, 50) and im.mode == "P"
+        px = im.convert("RGB")
+        assert px.getpixel((10, 25)) == (200, 30, 30) and px.getpixel((90, 25)) == (255, 255, 255)
 
 
 def test_gt_without_bbox_or_file_name(files, tmp_path):

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 import tempfile
 import warnings
@@ -109,7 +108,7 @@ def run_tide(
     results_json: str | os.PathLike | Sequence[dict],
     out_dir: str | os.PathLike | None = None,
     name: str = "model",
-    plot_quality: float = 1.0,
+    plot_quality: float = 0.5,
 ) -> dict:
     """TIDE (mask mode) dAPs of ``results_json`` against ``gt_json``.
 
@@ -118,7 +117,9 @@ def run_tide(
     (special errors), all dAP in AP points, plus ``tide_plot``: the summary PNG written to
     ``out_dir/<name>_mask_summary.png`` when ``out_dir`` is given (None otherwise, or when
     every main error is zero and tidecv cannot draw its pie chart). ``plot_quality`` scales
-    tidecv's plot resolution (1.0 = its default 300 dpi).
+    tidecv's plot resolution (1.0 = its default 300 dpi, a 2734 x 4299 px chart; the default
+    0.5 is 150 dpi) and the PNG is stored with a palette of PLOT_COLORS colours: every run
+    leaves one beside its record in git, at ~60 KB instead of ~450 KB.
 
     Inputs are validated exactly as in :func:`rtinst.engine.evaluate.evaluate_segm`.
     """
@@ -184,8 +185,23 @@ def _plot(tide, render_dir: Path, out_dir: Path, name: str) -> Path:
         raise RuntimeError(f"tidecv did not write its summary plot {png.name}")
     dest = out_dir / png.name
     with atomic_path(dest) as tmp:
-        shutil.copyfile(png, tmp)
+        compact_png(png, tmp)
     return dest
+
+
+PLOT_COLORS = 128  # flat pie / bar colours plus anti-aliased text: no visible banding
+
+
+def compact_png(src: str | os.PathLike, dest: str | os.PathLike, scale: float = 1.0) -> None:
+    """Write ``src`` to ``dest`` as a palette PNG (optionally rescaled by ``scale``)."""
+    from PIL import Image
+
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        if scale != 1.0:
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
+                           Image.Resampling.LANCZOS)
+        im.quantize(colors=PLOT_COLORS).save(dest, format="PNG", optimize=True)
 
 
 def format_tide(metrics: dict) -> str:
