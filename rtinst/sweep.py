@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from rtinst.config import RunConfig, config_hash
-from rtinst.costs import cost_key, measure_cost, read_cost
+from rtinst.costs import breakdown_missing, cost_key, latency_missing, measure_cost, read_cost, timing_device
 from rtinst.errors import UserError
 from rtinst.estimates import estimate
 from rtinst.executors import Executor
@@ -90,7 +90,9 @@ class CostJob:
         data = read_cost(self.path)
         if data is None:
             return True
-        return (self.latency and "latency_ms" not in data) or (self.breakdown and "breakdown" not in data)
+        device = timing_device()
+        return (self.latency and latency_missing(data, device)) or (
+            self.breakdown and breakdown_missing(data, device))
 
 
 @dataclass
@@ -230,6 +232,7 @@ class SweepResult:
     failed: dict[str, str] = field(default_factory=dict)  # hash -> reason
     skipped: dict[str, str] = field(default_factory=dict)
     failed_before: dict[str, str] = field(default_factory=dict)  # recorded failed, not retried
+    not_trained: int = 0  # missing runs left alone (train=False)
     costs_measured: int = 0
     costs_failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
@@ -238,7 +241,9 @@ class SweepResult:
         before = (f", {len(self.failed_before)} failed before (not retried: --retry-failed)"
                   if self.failed_before else "")
         lines = [f"{len(self.plan.runs)} run(s): {self.cached} cached, {len(self.ran)} ran, "
-                 f"{len(self.failed)} failed{before}; {len(self.plan.costs)} cost model(s): "
+                 f"{len(self.failed)} failed{before}"
+                 f"{f', {self.not_trained} not trained (costs only)' if self.not_trained else ''}; "
+                 f"{len(self.plan.costs)} cost model(s): "
                  f"{self.costs_measured} measured, {len(self.costs_failed)} failed "
                  f"({self.seconds:.1f} s)"]
         for h, reason in {**self.failed, **self.skipped}.items():
@@ -260,11 +265,13 @@ def run_sweep(plan: Plan, executor: str = "local", workers: int = 1, force: bool
               retry_failed: bool = False, via_notebook: bool = True,
               submitit_folder: str | Path | None = None, submitit_params: dict | None = None,
               log: Callable[[str], None] | None = print, poll: float = 0.1,
-              announce: bool = True, on_settled: Callable[[str], None] | None = None) -> SweepResult:
+              announce: bool = True, on_settled: Callable[[str], None] | None = None,
+              train: bool = True) -> SweepResult:
     """Execute the plan's missing runs and cost measurements; return what happened.
     ``announce``: log the time estimate before starting (callers that printed it: False).
     ``on_settled(config_hash)``: called as each missing run ends (done, failed or skipped),
-    e.g. to write a table as soon as its last run is in rather than after the whole sweep."""
+    e.g. to write a table as soon as its last run is in rather than after the whole sweep.
+    ``train=False``: measure the missing costs only (missing runs stay missing)."""
     settled = on_settled or (lambda _key: None)
     t0 = time.time()
     log = log or (lambda _msg: None)
@@ -272,6 +279,8 @@ def run_sweep(plan: Plan, executor: str = "local", workers: int = 1, force: bool
     todo = pending_runs(plan, force, retry_failed)
     costs = pending_costs(plan, force)
     result.cached = len(plan.runs) - len(todo)
+    if not train:
+        result.not_trained, todo = len(todo), []
     todo_hashes = {j.config_hash for j in todo}
     result.failed_before = {h: read_record(j.run_dir).error or "" for h, j in plan.runs.items()
                             if h not in todo_hashes and j.status() == "failed"}

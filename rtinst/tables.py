@@ -67,8 +67,12 @@ def collect_runs(spec: TableSpec, plan) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=None if rows else ["label", "seed", "status", "error"])
 
 
+# fp32 on CPU or GPU; fp16 (a .half() model) only where a GPU timed it
+LATENCY_COLUMNS = ("latency_ms", "fps", "latency_fp16_ms", "fps_fp16")
+
+
 def _cost_row(data: dict) -> dict:
-    out = {k: data[k] for k in ("gflops", "params_m", "latency_ms", "fps", "latency_kind")
+    out = {k: data[k] for k in ("gflops", "params_m", *LATENCY_COLUMNS, "latency_kind")
            if k in data}
     bd = data.get("breakdown")
     if bd:
@@ -158,7 +162,7 @@ def build_table(spec: TableSpec, runs: pd.DataFrame, costs: pd.DataFrame | None 
                 p = entry[f"paper_{m}"]
                 if m in ("gflops", "params_m") or m.endswith("_pct"):  # not times: other hardware
                     entry[f"delta_{m}"] = v - p if pd.notna(p) and pd.notna(v) else np.nan
-        for m in ("latency_ms", "fps"):  # measured on request (--latency): CPU or GPU, labelled
+        for m in LATENCY_COLUMNS:  # measured on request (--latency): CPU or GPU, labelled
             if m not in spec.cost_metrics and m in crow.columns and len(crow):
                 entry[f"ours_{m}"] = crow[m].iloc[0]
         for kind in ("latency_kind", "breakdown_kind"):
@@ -300,8 +304,8 @@ def display_table(spec: TableSpec, table: pd.DataFrame) -> pd.DataFrame:
         cols.append(f"ours_{m}")
         if f"delta_{m}" in table:
             cols.append(f"delta_{m}")
-    cols += [c for c in ("ours_latency_ms", "ours_fps", "latency_kind", "breakdown_kind", "note")
-             if c in table]
+    cols += [c for c in (*(f"ours_{m}" for m in LATENCY_COLUMNS), "latency_kind", "breakdown_kind",
+                         "note") if c in table]
     view = table[[c for c in dict.fromkeys(cols) if c in table]].copy()
     return view.round(2)
 

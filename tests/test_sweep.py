@@ -174,6 +174,91 @@ def test_costs_are_measured_once_and_cached(tmp_path, data_root):
     assert pending_costs(plan) == [] and run_sweep(plan, executor="inline", log=None).costs_measured == 0
 
 
+def test_a_cpu_latency_is_stale_on_a_gpu_machine_and_fp16_is_tried_once():
+    from rtinst.costs import breakdown_missing, latency_missing
+
+    cpu = {"latency_ms": 900.0, "latency_kind": "CPU latency"}
+    gpu = {"latency_ms": 20.0, "latency_kind": "GPU latency", "latency_fp16_ms": 12.0}
+    assert latency_missing({}, "cpu") and not latency_missing(cpu, "cpu")
+    assert latency_missing(cpu, "cuda")  # would sit next to the paper's GPU FPS
+    assert not latency_missing(gpu, "cuda")
+    no_fp16 = {k: v for k, v in gpu.items() if k != "latency_fp16_ms"}
+    assert latency_missing(no_fp16, "cuda")
+    assert not latency_missing({**no_fp16, "latency_fp16_error": "RuntimeError: no half kernel"}, "cuda")
+    assert breakdown_missing({}, "cpu") and not breakdown_missing({"breakdown": {"kind": "CPU latency"}}, "cpu")
+    assert breakdown_missing({"breakdown": {"kind": "CPU latency"}}, "cuda")
+
+
+def test_on_a_gpu_costs_time_fp32_and_fp16_and_keep_a_failed_fp16_reason(tmp_path, data_root, monkeypatch):
+    """The CUDA branch of measure_cost, with the timers faked (no GPU here): a CPU latency
+    is replaced by fp32 + fp16 GPU timings, an fp16 failure is recorded with its reason, and
+    a CPU breakdown is kept beside the GPU one."""
+    import rtinst.costs as costs
+    import rtinst.engine.latency as latency
+    from types import SimpleNamespace
+
+    spec, plan = make_plan(tmp_path, data_root, cost_preset="coco", latency=True)
+    job = next(iter(plan.costs.values()))
+    job.breakdown = True
+    plan.runs, plan.costs = {}, {job.key: job}
+    run_sweep(plan, executor="inline", log=None)  # CPU measurement first
+    before = json.loads(Path(job.path).read_text())
+    assert before["latency_kind"] == "CPU latency" and "latency_fp16_ms" not in before
+
+    calls = []
+
+    def fake_latency(model, image, device, warmup, iters, fp16=False, progress=None):
+        calls.append((device, fp16, warmup, iters))
+        if fp16 and len(calls) > 2:
+            raise RuntimeError("\"slow_conv2d\" not implemented for 'Half'\nmore")
+        ms = 6.0 if fp16 else 10.0
+        return SimpleNamespace(mean_ms=ms, median_ms=ms, fps=1000 / ms, kind="GPU latency",
+                               timing="cuda sync", provenance={"hardware": "GPU: NVIDIA H200"})
+
+    def fake_breakdown(model, image, modules, device, warmup, iters, progress=None):
+        return SimpleNamespace(kind="GPU latency", total_ms=10.0, parts_ms={"backbone": 10.0},
+                               parts_pct={"backbone": 100.0}, provenance={"hardware": "GPU: NVIDIA H200"})
+
+    monkeypatch.setattr(costs, "timing_device", lambda: "cuda")
+    monkeypatch.setattr("rtinst.sweep.timing_device", lambda: "cuda")
+    monkeypatch.setattr(latency, "measure_latency", fake_latency)
+    monkeypatch.setattr(latency, "module_breakdown", fake_breakdown)
+    assert pending_costs(plan) == [job]  # the CPU number is stale on a GPU machine
+    run_sweep(plan, executor="inline", log=None)
+    data = json.loads(Path(job.path).read_text())
+    assert calls == [("cuda", False, 10, 50), ("cuda", True, 10, 50)]
+    assert (data["latency_ms"], data["fps"], data["latency_fp16_ms"], data["fps_fp16"]) == (10.0, 100.0, 6.0, 1000 / 6)
+    assert data["latency_kind"] == "GPU latency" and data["latency_hardware"] == "GPU: NVIDIA H200"
+    assert data["breakdown"]["kind"] == "GPU latency" and data["breakdown_cpu"] == before["breakdown"]
+    assert data["gflops"] == before["gflops"] and pending_costs(plan) == []
+
+    Path(job.path).write_text(json.dumps({**before, "latency_kind": "CPU latency"}))
+    run_sweep(plan, executor="inline", log=None)  # this time fp16 fails
+    data = json.loads(Path(job.path).read_text())
+    assert data["latency_ms"] == 10.0 and "latency_fp16_ms" not in data
+    assert data["latency_fp16_error"] == "RuntimeError: \"slow_conv2d\" not implemented for 'Half'"
+    assert pending_costs(plan) == []  # a failed fp16 attempt is not retried on every sweep
+
+
+def test_cli_costs_only_measures_latency_and_trains_nothing(tmp_path, data_root, capsys):
+    from rtinst.cli import main
+
+    fixture = toy.write_fixture(tmp_path / "fx", data_root=data_root)
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    code = main(["sweep", str(fixture), "--preset", "smoke", "--executor", "inline", "--costs-only",
+                 "--latency", "--runs-dir", str(runs), "--results-dir", str(results)])
+    assert code == 0
+    assert not runs.exists() or not any(runs.glob("*/record.json"))
+    costs = list((results / "costs").glob("*.json"))
+    assert len(costs) == 3 and all("latency_ms" in json.loads(p.read_text()) for p in costs)
+    import pandas as pd
+
+    table = pd.read_csv(results / "tables/smoke/sparseinst_toy_objectness.csv")
+    implemented = table[table["implemented"]]
+    assert implemented["ours_fps"].notna().all() and set(implemented["latency_kind"]) == {"CPU latency"}
+    assert "3 run(s): 0 cached, 0 ran, 0 failed, 3 not trained (costs only)" in capsys.readouterr().out
+
+
 def test_execute_run_without_notebook_and_lock(tmp_path, data_root):
     spec, plan = make_plan(tmp_path, data_root)
     job = next(iter(plan.runs.values()))

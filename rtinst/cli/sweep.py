@@ -71,7 +71,8 @@ def sweep(args: argparse.Namespace) -> int:
     plan = plan_sweep(specs, args.preset, seeds, args.runs_dir, Path(args.results_dir) / "costs",
                       data_root=args.data_root, cost_preset=cp, overrides=args.override, gpus=args.gpus,
                       latency=args.latency)
-    todo, costs = pending_runs(plan, args.force, args.retry_failed), pending_costs(plan, args.force)
+    todo = [] if args.costs_only else pending_runs(plan, args.force, args.retry_failed)
+    costs = pending_costs(plan, args.force)
     print(f"{len(specs)} spec(s), {len(plan.runs)} distinct run(s) x seeds {seeds} at preset "
           f"{args.preset}, {len(plan.costs)} cost model(s) at {cp or 'no'} scale", file=sys.stderr)
     print(estimate(plan, todo, costs, args.workers, args.executor), file=sys.stderr)
@@ -106,7 +107,7 @@ def sweep(args: argparse.Namespace) -> int:
                        retry_failed=args.retry_failed, via_notebook=not args.no_notebook,
                        submitit_params=submitit_params(args),
                        log=lambda m: print(m, file=sys.stderr, flush=True), announce=False,
-                       on_settled=settled)
+                       on_settled=settled, train=not args.costs_only)
     print(result.summary())
     for spec in specs:  # all of them again: cost measurements may have ended after the runs
         print(write_table(spec))
@@ -125,4 +126,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("spec", nargs="+", help="spec file, paper/table name (prefix allowed) or 'all'")
     add_sweep_arguments(p)
+    p.add_argument("--costs-only", action="store_true",
+                   help="measure the missing cost columns only, train nothing (e.g. with --latency "
+                   "on a GPU machine: fp32 and fp16 latency of every table row)")
     p.set_defaults(func=sweep)
