@@ -38,14 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     specs = load_specs(presets=("tiny",))
     plan = plan_sweep(specs, "tiny", seeds, args.runs_dir, REPO / "results" / "costs", cost_preset=None)
     jobs = list(plan.runs.values())
-    prices, basis = price_runs(plan, jobs)
+    records = {j.config_hash: read_record(j.run_dir) if (Path(j.run_dir) / RECORD_NAME).is_file() else None
+               for j in jobs}
+    done = {h for h, rec in records.items() if rec is not None and rec.status == "done"}
+    missing = [j for j in jobs if j.config_hash not in done]  # only these are priced
+    prices, basis = price_runs(plan, missing)
+    price_of = {j.config_hash: p for j, p in zip(missing, prices)}
     models: dict[str, dict] = {}
-    for job, price in zip(jobs, prices):
+    for job in jobs:
         m = models.setdefault(job.model, {"runs": 0, "done": 0, "done_hours": 0.0, "missing": 0,
                                           "missing_hours_estimated": 0.0, "done_run_minutes": []})
         m["runs"] += 1
-        rec = read_record(job.run_dir) if (Path(job.run_dir) / RECORD_NAME).is_file() else None
-        if rec is not None and rec.status == "done":
+        rec = records[job.config_hash]
+        price = price_of.get(job.config_hash, 0.0)
+        if job.config_hash in done:
             wall = (rec.wall_time_s or 0.0) * machine_share(rec.provenance)
             m["done"] += 1
             m["done_hours"] += wall / 3600
