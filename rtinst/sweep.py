@@ -86,11 +86,12 @@ class CostJob:
     breakdown: bool = False
     used_by: list[str] = field(default_factory=list)
 
-    def missing(self) -> bool:
+    def missing(self, device: str | None = None) -> bool:
+        """``device``: where latency would be timed (default: this machine's, see timing_device)."""
         data = read_cost(self.path)
         if data is None:
             return True
-        device = timing_device()
+        device = device or timing_device()
         return (self.latency and latency_missing(data, device)) or (
             self.breakdown and breakdown_missing(data, device))
 
@@ -208,7 +209,8 @@ def pending_runs(plan: Plan, force: bool = False, retry_failed: bool = False) ->
 
 
 def pending_costs(plan: Plan, force: bool = False) -> list[CostJob]:
-    return [c for c in plan.costs.values() if force or c.missing()]
+    device = timing_device()  # once, not per cost file
+    return [c for c in plan.costs.values() if force or c.missing(device)]
 
 
 # ------------------------------------------------------------------------------ costs

@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 
 from rtinst.estimates import machine_share, price_runs
-from rtinst.experiments import RECORD_NAME, read_record
+from rtinst.experiments import read_record
 from rtinst.io import atomic_write_json
 from rtinst.provenance import provenance
 from rtinst.specs import load_specs
-from rtinst.sweep import parse_seeds, plan_sweep
+from rtinst.sweep import parse_seeds, pending_runs, plan_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "results" / "benchmarks" / "tiny_sweep_cost.json"
@@ -38,20 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     specs = load_specs(presets=("tiny",))
     plan = plan_sweep(specs, "tiny", seeds, args.runs_dir, REPO / "results" / "costs", cost_preset=None)
     jobs = list(plan.runs.values())
-    records = {j.config_hash: read_record(j.run_dir) if (Path(j.run_dir) / RECORD_NAME).is_file() else None
-               for j in jobs}
-    done = {h for h, rec in records.items() if rec is not None and rec.status == "done"}
-    missing = [j for j in jobs if j.config_hash not in done]  # only these are priced
-    prices, basis = price_runs(plan, missing)
+    missing = pending_runs(plan, retry_failed=True)  # every run without a done record
+    done = {j.config_hash for j in jobs} - {j.config_hash for j in missing}
+    records = {h: read_record(plan.runs[h].run_dir) for h in done}
+    prices, basis = price_runs(plan, missing)  # only these are priced
     price_of = {j.config_hash: p for j, p in zip(missing, prices)}
     models: dict[str, dict] = {}
     for job in jobs:
         m = models.setdefault(job.model, {"runs": 0, "done": 0, "done_hours": 0.0, "missing": 0,
                                           "missing_hours_estimated": 0.0, "done_run_minutes": []})
         m["runs"] += 1
-        rec = records[job.config_hash]
         price = price_of.get(job.config_hash, 0.0)
         if job.config_hash in done:
+            rec = records[job.config_hash]
             wall = (rec.wall_time_s or 0.0) * machine_share(rec.provenance)
             m["done"] += 1
             m["done_hours"] += wall / 3600

@@ -27,7 +27,7 @@ from pathlib import Path
 from rtinst.errors import UserError
 from rtinst.estimates import machine_share
 from rtinst.experiments import RECORD_NAME, read_record
-from rtinst.io import atomic_path, atomic_write_json
+from rtinst.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[2]
 KEEP = ("record.json", "config.yaml", "train_log.jsonl", "curve.json")
@@ -56,8 +56,7 @@ def fold_costs(tgz: Path, costs_dir: Path) -> dict:
                     if old.get(k) != data.get(k):
                         raise UserError(f"{path.name}: {k} differs from results/costs ({data.get(k)} "
                                         f"vs {old.get(k)}): not the same model, not folded")
-            with atomic_path(here) as t:
-                Path(t).write_text(json.dumps(data, indent=2) + "\n")
+            atomic_write_json(here, data)
             out["replaced"].append(path.stem)
             if "latency_fp16_error" in data:
                 out["fp16_failed"][path.stem] = data["latency_fp16_error"]
