@@ -17,7 +17,7 @@ $(VENV)/.torch-stamp:
 	touch $@
 
 $(VENV)/.deps-stamp: $(VENV)/.torch-stamp pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,export,lab]'
 	touch $@
 
 venv: $(VENV)/.deps-stamp
