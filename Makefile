@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DATA ?= data/synthetic
 
-.PHONY: venv test test-all bench reproduce data tiny-backbone clean-venv
+.PHONY: venv test test-all bench reproduce data tiny-backbone lab clean-venv
 
 $(VENV)/.torch-stamp:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,12 @@ REPRODUCE_ARGS ?=
 reproduce: venv data
 	$(VENV)/bin/rtinst reproduce --preset tiny \
 		$(if $(filter none,$(REPRODUCE_BUDGET)),,--budget-minutes $(REPRODUCE_BUDGET)) $(REPRODUCE_ARGS)
+
+## lab: JupyterLab on the repository (every notebook resolves its paths against the repo root,
+## whatever folder its kernel starts in). LAB_ARGS="--no-browser --port 8890" for a remote machine.
+LAB_ARGS ?=
+lab: venv
+	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR) $(LAB_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
