@@ -7,12 +7,13 @@ import sys
 import pytest
 
 from rtinst.cli import main
-from rtinst.config import config_hash, load_config
-from rtinst.specs import (
+from rtinst.config import load_config
+from rtinst.harness.specs import (
     REPO_ROOT, SpecError, find_spec, list_specs, load_spec, load_specs, paper_tables_dir,
     row_base, row_config, row_overrides,
 )
-from rtinst.sweep import plan_sweep
+from rtinst.harness.plan import plan_sweep
+from rtinst.records import config_hash
 
 GOOD = """\
 paper: fastinst

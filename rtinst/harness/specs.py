@@ -66,7 +66,7 @@ from rtinst.config import (ConfigError, RunConfig, apply_overrides, from_dict, l
                            parse_override, to_dict)
 from rtinst.errors import UserError, did_you_mean
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # rtinst/
 REPO_ROOT = PACKAGE_DIR.parent
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 VENDORED_TABLES = EXPERIMENTS_DIR / "paper_tables"
