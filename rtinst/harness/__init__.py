@@ -1,6 +1,7 @@
 """The experiment harness: paper-table specs -> a plan of runs -> runs -> records -> tables.
 
-- ``specs``: the YAML table specs of ``experiments/`` (rows, claims, paper CSVs), validated.
+- ``specs``: the YAML table specs of ``experiments/`` (rows, claims), validated; the
+  papers' own numbers they point to are read by ``paper_tables``.
 - ``plan``: every row x seed of a set of specs resolved into run jobs (one per config hash)
   and cost jobs (one per model and input size); what of it is not cached yet.
 - ``estimates``: how long the missing work takes, and what fits in a time budget.

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rtinst.harness.specs import OUR_METRIC, PAPERS, TableSpec, load_spec, paper_numbers, read_paper_csv
+from rtinst.harness.paper_tables import paper_numbers, read_paper_csv
+from rtinst.harness.specs import OUR_METRIC, PAPERS, TableSpec, load_spec
 from rtinst.io import atomic_path
 from rtinst.records import read_record
 
