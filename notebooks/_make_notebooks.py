@@ -5,12 +5,14 @@
 
 - ``notebooks/run.ipynb``: one run (papermill parameters: base_config, overrides, run_dir,
   trained_from, gpus); trains + evaluates through ``rtinst.harness.runner.run_one``, then shows the
-  loss curve, a few predictions on val images and the AP / TIDE numbers.
+  loss curve and a few predictions on val images (``rtinst.viz.run_report``) and the AP / TIDE
+  numbers (``rtinst.records.metrics_table``).
 - ``notebooks/ablation.ipynb``: the same for any spec file, e.g. an own ablation without
   ``paper_csv`` (default parameter: ``experiments/examples/yolact_fpn_width.yaml``).
 - ``notebooks/<paper>/<table>.ipynb``: one per spec in ``experiments/``; parameters preset,
   seeds, executor, workers, data_root, force, runs_dir, results_dir, cost_preset,
-  via_notebook, run, overrides, latency; everything happens in ``rtinst.harness.tables.reproduce_table``.
+  via_notebook, run, overrides, latency; the table is ``rtinst.harness.tables.reproduce_table``,
+  its figure ``rtinst.viz.table_plots.save_table_figure``.
 - ``notebooks/analysis/*.ipynb``: figures of trained runs (parameters: run folders, out_dir,
   images, data_root); the plotting code is ``rtinst.viz`` (also ``rtinst viz ...``).
 - ``notebooks/summary.ipynb``: every saved table of a preset, each paper's Figure 1 from our
