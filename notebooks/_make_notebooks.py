@@ -4,13 +4,15 @@
     python notebooks/_make_notebooks.py --check  # exit 1 when a notebook is out of date
 
 - ``notebooks/run.ipynb``: one run (papermill parameters: base_config, overrides, run_dir,
-  trained_from, gpus); trains + evaluates through ``rtinst.runner.run_one``, then shows the
-  loss curve, a few predictions on val images and the AP / TIDE numbers.
+  trained_from, gpus); trains + evaluates through ``rtinst.harness.runner.run_one``, then shows the
+  loss curve and a few predictions on val images (``rtinst.viz.run_report``) and the AP / TIDE
+  numbers (``rtinst.records.metrics_table``).
 - ``notebooks/ablation.ipynb``: the same for any spec file, e.g. an own ablation without
   ``paper_csv`` (default parameter: ``experiments/examples/yolact_fpn_width.yaml``).
 - ``notebooks/<paper>/<table>.ipynb``: one per spec in ``experiments/``; parameters preset,
   seeds, executor, workers, data_root, force, runs_dir, results_dir, cost_preset,
-  via_notebook, run, overrides, latency; everything happens in ``rtinst.tables.reproduce_table``.
+  via_notebook, run, overrides, latency; the table is ``rtinst.harness.tables.reproduce_table``,
+  its figure ``rtinst.viz.table_plots.save_table_figure``.
 - ``notebooks/analysis/*.ipynb``: figures of trained runs (parameters: run folders, out_dir,
   images, data_root); the plotting code is ``rtinst.viz`` (also ``rtinst viz ...``).
 - ``notebooks/summary.ipynb``: every saved table of a preset, each paper's Figure 1 from our
@@ -49,16 +51,16 @@ def run_notebook():
                 'run_dir = ""\n'
                 "trained_from = None  # evaluation-only runs: the trained run's folder\n"
                 "gpus = 1  # more than 1: torchrun with one process per GPU"),
-        new_code_cell("from rtinst import experiments, runner\n\n"
+        new_code_cell("from rtinst import records\nfrom rtinst.harness import runner\nfrom rtinst.viz import run_report\n\n"
                       "record = runner.run_one(base_config, overrides, run_dir, trained_from=trained_from, gpus=gpus)\n"
                       "print(f\"{record.status}: {record.config['model']['name']} at preset "
                       "{record.config['preset']}, hash {record.config_hash}\")"),
         new_markdown_cell("## Loss curve"),
-        new_code_cell("fig = experiments.plot_loss_curve(run_dir)"),
+        new_code_cell("fig = run_report.plot_loss_curve(run_dir)"),
         new_markdown_cell("## Predictions on a few val images"),
-        new_code_cell("fig = experiments.plot_predictions(run_dir, n=3)"),
+        new_code_cell("fig = run_report.plot_predictions(run_dir, n=3)"),
         new_markdown_cell("## COCO mask AP and TIDE errors"),
-        new_code_cell("experiments.metrics_table(record)"),
+        new_code_cell("records.metrics_table(record)"),
     ]
 
 
@@ -88,13 +90,14 @@ def table_notebook(spec_rel: str, title: str, own: bool = False):
                 "overrides = []  # dotted config overrides for every run\n"
                 "latency = False  # also time the paper-scale models (CPU or GPU, labelled)"),
         new_code_cell("import pandas as pd\n"
-                      "from rtinst import tables\n\n"
+                      "from rtinst.harness import tables\nfrom rtinst.viz.table_plots import save_table_figure\n\n"
                       "pd.set_option('display.max_columns', 60, 'display.max_rows', None, 'display.width', 250)\n"
                       "result = tables.reproduce_table(spec, preset=preset, seeds=seeds, executor=executor,\n"
                       "                                workers=workers, data_root=data_root, force=force,\n"
                       "                                runs_dir=runs_dir, results_dir=results_dir,\n"
                       "                                cost_preset=cost_preset, via_notebook=via_notebook, run=run,\n"
                       "                                overrides=overrides, latency=latency)\n"
+                      "save_table_figure(result)\n"
                       "print(tables.SCALE_NOTE.get(preset, preset))"),
         new_markdown_cell("## Ours per row" if own else "## Paper vs ours"),
         new_code_cell("result.view"),
@@ -114,7 +117,7 @@ def summary_notebook():
                           "columns (paper scale), and which claims reproduce at which scale."),
         _params('preset = "tiny"\nresults_dir = "results"'),
         new_code_cell("import pandas as pd\nfrom IPython.display import Image, Markdown, display\n"
-                      "from rtinst import tables\nfrom rtinst.viz.table_plots import plot_figure1\n\n"
+                      "from rtinst.harness import tables\nfrom rtinst.viz.table_plots import plot_figure1\n\n"
                       "pd.set_option('display.max_columns', 60, 'display.max_rows', None, 'display.width', 250)\n"
                       "saved = tables.load_saved(results_dir, preset)\n"
                       "page = tables.claims_page(saved, preset)\n"
@@ -205,7 +208,7 @@ def analysis_notebooks() -> dict[str, list]:
                               "from our own runs)."),
             _params('results_dir = "results"\npreset = "tiny"\nx = "gflops"  # gflops | fps\n'
                     'out_dir = "results/figures/analysis"'),
-            new_code_cell(_ANALYSIS_SETUP + "from pathlib import Path\nfrom rtinst import tables\n\n"
+            new_code_cell(_ANALYSIS_SETUP + "from pathlib import Path\nfrom rtinst.harness import tables\n\n"
                           "points = viz.speed_accuracy_points(tables.load_saved(results_dir, preset), x=x)\n"
                           "fig = viz.speed_accuracy_figure(points, x=x, y='ap', label='row', group='table',\n"
                           "                                xlabel=f'our {x} (paper scale)',\n"
@@ -230,7 +233,7 @@ def all_notebooks() -> dict[Path, object]:
     sys.path.insert(0, str(REPO))
     import yaml
 
-    from rtinst.specs import list_specs
+    from rtinst.harness.specs import list_specs
 
     out = {HERE / "run.ipynb": _notebook(run_notebook()),
            HERE / "summary.ipynb": _notebook(summary_notebook())}

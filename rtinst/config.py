@@ -9,9 +9,10 @@ and value is checked against the dataclasses below:
 - a bad value is an error naming the key and what is allowed (``Literal`` choices, minimum
   values from ``field(metadata={"min": ...})``).
 
-``config_hash`` is a stable content hash of the resolved config (fields marked
-``metadata={"hash": False}`` - worker counts, output folders - do not change a run's
-identity). The run cache keys runs by it.
+Fields marked ``metadata={"hash": False}`` (worker counts, output folders) or
+``HASHED_IF_SET`` do not change a run's identity; the identity itself, the content hash
+that keys the run cache, is :func:`rtinst.records.config_hash` (it also covers the weights
+a backbone starts from, which the model library knows, not the config).
 
 The model section is a tagged union: ``model.name`` picks the dataclass (``yolact``,
 ``sparseinst``, ``fastinst``), and the model's paper switches are fields named as the
@@ -21,7 +22,6 @@ paper names them.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import types
 import typing
@@ -490,35 +490,3 @@ def save_config(cfg: Any, path: str | Path) -> None:
     from rtinst.io import atomic_write_text
 
     atomic_write_text(path, to_yaml(cfg))
-
-
-def _default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-
-
-def _hashed_view(cfg: Any) -> Any:
-    """Plain data of ``cfg`` without fields marked ``metadata={"hash": False}``; a backbone
-    adds the identity of its initial weights (``backbone_init_identity``)."""
-    if dataclasses.is_dataclass(cfg):
-        view = {
-            f.name: _hashed_view(getattr(cfg, f.name))
-            for f in dataclasses.fields(cfg)
-            if f.metadata.get("hash", True) is True
-            or (f.metadata.get("hash") == "if_set" and getattr(cfg, f.name) != _default(f))
-        }
-        if isinstance(cfg, BackboneConfig):
-            from rtinst.models.backbones import backbone_init_identity
-
-            view["init"] = backbone_init_identity(cfg)
-        return view
-    if isinstance(cfg, (list, tuple)):
-        return [_hashed_view(v) for v in cfg]
-    if isinstance(cfg, dict):
-        return {k: _hashed_view(v) for k, v in cfg.items()}
-    return cfg
-
-
-def config_hash(cfg: Any, length: int = 12) -> str:
-    """Stable content hash: same resolved values -> same hash, whatever the YAML spelling."""
-    canonical = json.dumps(_hashed_view(cfg), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:length]

@@ -12,7 +12,6 @@ from rtinst.config import (
     SparseInstConfig,
     YolactConfig,
     apply_overrides,
-    config_hash,
     from_dict,
     load_config,
     parse_override,
@@ -20,6 +19,7 @@ from rtinst.config import (
     to_dict,
     to_yaml,
 )
+from rtinst.records import config_hash
 
 
 def write(tmp_path, name, text):
@@ -149,7 +149,7 @@ def test_cli_config_show(tmp_path):
 
 
 def test_config_hash_follows_the_backbone_weights_file(tmp_path):
-    from rtinst.config import config_hash, load_config
+    from rtinst.config import load_config
     from rtinst.models.backbones import backbone_init_identity
 
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"

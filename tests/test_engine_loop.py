@@ -107,7 +107,8 @@ def test_lr_mults_prefix_without_parameters_names_the_closest_module():
 
 
 def test_lr_mults_change_the_run_hash_only_when_set():
-    from rtinst.config import config_hash, load_config
+    from rtinst.config import load_config
+    from rtinst.records import config_hash
     base = load_config("rtinst/configs/sparseinst/tiny.yaml")
     same = load_config("rtinst/configs/sparseinst/tiny.yaml", ["train.lr_mults={}"])
     other = load_config("rtinst/configs/sparseinst/tiny.yaml",

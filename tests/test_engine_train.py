@@ -14,7 +14,7 @@ from rtinst.config import load_config
 from rtinst.engine import train as train_mod
 from rtinst.engine.inference import postprocess_masks
 from rtinst.errors import UserError
-from rtinst.experiments import read_record
+from rtinst.records import read_record
 
 from _sweep_toy import BlobDetector  # a toy detector following the model contract
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rtinst.errors import UserError
-from rtinst.experiments import RunRecord, write_record
+from rtinst.records import RunRecord, write_record
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("gpu_fold_back", REPO / "tests/benchmarks/gpu_fold_back.py")

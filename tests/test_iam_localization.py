@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rtinst.cli import main
-from rtinst.engine.iam_localization import iam_weights, localization_stats
+from rtinst.diagnostics.iam_localization import iam_weights, localization_stats
 
 
 def _square_mask(size: int = 16, lo: int = 4, hi: int = 8) -> torch.Tensor:

@@ -8,10 +8,10 @@ import torch
 
 from rtinst.cli import main as cli_main
 from rtinst.config import load_config
-from rtinst.engine.nms_ablation import nms_ablation
+from rtinst.diagnostics.nms_ablation import nms_ablation
 from rtinst.engine.train import run_training
 from rtinst.errors import UserError
-from rtinst.experiments import read_record
+from rtinst.records import read_record
 
 CONFIGS = Path(__file__).resolve().parents[1] / "rtinst" / "configs"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from rtinst.notebook_exec import execute_notebook, shutdown_kernels
+from rtinst.harness.notebook_exec import execute_notebook, shutdown_kernels
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="IPC transport does not exist on Windows")
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from rtinst.cli import main
-from rtinst.engine.oracle_iam import OracleIAM
+from rtinst.diagnostics.oracle_iam import OracleIAM
 from rtinst.errors import UserError
 from rtinst.models.matcher import sparseinst_match
 from test_sparseinst import H, W, images, small_model, targets

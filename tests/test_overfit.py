@@ -4,7 +4,7 @@ import json
 
 from rtinst.cli import main
 from rtinst.config import load_config
-from rtinst.engine.overfit import overfit
+from rtinst.diagnostics.overfit import overfit
 
 
 def _cfg(tmp_path, model="yolact"):

@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rtinst import tables
-from rtinst.specs import SpecError, find_spec, list_specs, load_spec
+from rtinst.harness import tables
+from rtinst.harness.specs import SpecError, find_spec, list_specs, load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "experiments" / "examples" / "yolact_fpn_width.yaml"
@@ -59,7 +59,7 @@ def test_plot_x_must_be_a_key_every_row_sets(tmp_path):
 def test_own_ablation_through_its_notebook_at_smoke(tmp_path):
     """notebooks/ablation.ipynb on the example spec: three YOLACT smoke runs, our numbers with
     empty paper columns, claims judged on ours, the plot, and kept out of the paper summary."""
-    from rtinst.notebook_exec import execute_notebook, shutdown_kernels
+    from rtinst.harness.notebook_exec import execute_notebook, shutdown_kernels
 
     os.environ.pop("RTINST_BUILD_MODEL", None)
     res = tmp_path / "results"

@@ -8,7 +8,7 @@ import torch
 
 from rtinst.config import BackboneConfig
 from rtinst.data.coco import CocoInstanceDataset
-from rtinst.engine.pretrain import (CropScale, CropSource, ObjectHeads, ObjectMasks, PretrainConfig,
+from rtinst.diagnostics.pretrain import (CropScale, CropSource, ObjectHeads, ObjectMasks, PretrainConfig,
                                    object_step_inputs, pretrain)
 from rtinst.errors import UserError
 from rtinst.models.backbones import build_backbone

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from rtinst.cli import main
-from rtinst.errors import UserError
 from rtinst.data.transforms import collate
-from rtinst.engine.probe import LEVELS, fit_linear, pooled_object_features
+from rtinst.diagnostics.probe import LEVELS, fit_linear, pooled_object_features
+from rtinst.errors import UserError
 
 
 class _Identity(torch.nn.Module):
@@ -99,7 +99,7 @@ class _Pyramid(torch.nn.Module):
 
 
 def test_stage_features_name_every_map_a_stage_produces():
-    from rtinst.engine.probe import StageFeatures
+    from rtinst.diagnostics.probe import StageFeatures
     model = _TwoStage()
     extract = StageFeatures(model, ("stem", "pyramid"))
     maps = extract(torch.zeros(2, 3, 8, 8))
@@ -110,7 +110,7 @@ def test_stage_features_name_every_map_a_stage_produces():
 
 
 def test_stage_features_unknown_stage_names_the_closest_module():
-    from rtinst.engine.probe import StageFeatures
+    from rtinst.diagnostics.probe import StageFeatures
     with pytest.raises(UserError, match=r"probe stage 'pyramd': _TwoStage has no such submodule; "
                                         r"did you mean 'pyramid'\?"):
         StageFeatures(_TwoStage(), ("pyramd",))

@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from rtinst.config import config_hash, load_config
+from rtinst.config import load_config
 from rtinst.errors import UserError
-from rtinst.experiments import RunRecord, load_records, read_record, write_record
 from rtinst.io import atomic_path, atomic_write_json, remove_stale_tmp
+from rtinst.records import RunRecord, config_hash, load_records, read_record, write_record
 
 
 def test_record_round_trip_and_provenance(tmp_path):

@@ -7,12 +7,14 @@ import sys
 import pytest
 
 from rtinst.cli import main
-from rtinst.config import config_hash, load_config
-from rtinst.specs import (
-    REPO_ROOT, SpecError, find_spec, list_specs, load_spec, load_specs, paper_tables_dir,
+from rtinst.config import load_config
+from rtinst.harness.paper_tables import PaperTableError, paper_tables_dir
+from rtinst.harness.plan import plan_sweep
+from rtinst.harness.specs import (
+    REPO_ROOT, SpecError, find_spec, list_specs, load_spec, load_specs,
     row_base, row_config, row_overrides,
 )
-from rtinst.sweep import plan_sweep
+from rtinst.records import config_hash
 
 GOOD = """\
 paper: fastinst
@@ -60,7 +62,7 @@ def test_paper_tables_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv("RTINST_PAPER_TABLES", str(REPO_ROOT / "experiments" / "paper_tables"))
     assert paper_tables_dir() == REPO_ROOT / "experiments" / "paper_tables"
     monkeypatch.setenv("RTINST_PAPER_TABLES", str(tmp_path / "nope"))
-    with pytest.raises(SpecError, match="RTINST_PAPER_TABLES"):
+    with pytest.raises(PaperTableError, match="RTINST_PAPER_TABLES"):
         paper_tables_dir()
 
 

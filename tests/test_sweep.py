@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 import _sweep_toy as toy
-from rtinst.experiments import RunRecord, read_record, write_record
-from rtinst.specs import load_spec
-from rtinst.executors import Executor
-from rtinst.estimates import estimate
-from rtinst.runner import execute_run
-from rtinst.sweep import pending_costs, pending_runs, plan_sweep, run_sweep
+from rtinst.harness.estimates import estimate
+from rtinst.harness.executors import Executor
+from rtinst.harness.plan import pending_costs, pending_runs, plan_sweep
+from rtinst.harness.runner import execute_run
+from rtinst.harness.specs import load_spec
+from rtinst.harness.sweep import run_sweep
+from rtinst.records import RunRecord, read_record, write_record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,8 +84,9 @@ def test_failed_run_is_recorded_and_the_sweep_continues(tmp_path, data_root):
 KILL_SCRIPT = """
 import os, sys
 sys.path.insert(0, {tests!r})
-from rtinst.specs import load_spec
-from rtinst.sweep import plan_sweep, run_sweep
+from rtinst.harness.plan import plan_sweep
+from rtinst.harness.specs import load_spec
+from rtinst.harness.sweep import run_sweep
 if __name__ == "__main__":  # the local pool spawns workers that import this file
     spec = load_spec({spec!r}, ("smoke",))
     plan = plan_sweep([spec], "smoke", [0, 1], {runs!r}, {costs!r}, cost_preset=None)
@@ -175,7 +177,7 @@ def test_costs_are_measured_once_and_cached(tmp_path, data_root):
 
 
 def test_a_cpu_latency_is_stale_on_a_gpu_machine_and_fp16_is_tried_once():
-    from rtinst.costs import breakdown_missing, latency_missing
+    from rtinst.harness.costs import breakdown_missing, latency_missing
 
     cpu = {"latency_ms": 900.0, "latency_kind": "CPU latency"}
     gpu = {"latency_ms": 20.0, "latency_kind": "GPU latency", "latency_fp16_ms": 12.0}
@@ -193,7 +195,7 @@ def test_on_a_gpu_costs_time_fp32_and_fp16_and_keep_a_failed_fp16_reason(tmp_pat
     """The CUDA branch of measure_cost, with the timers faked (no GPU here): a CPU latency
     is replaced by fp32 + fp16 GPU timings, an fp16 failure is recorded with its reason, and
     a CPU breakdown is kept beside the GPU one."""
-    import rtinst.costs as costs
+    import rtinst.harness.costs as costs
     import rtinst.engine.latency as latency
     from types import SimpleNamespace
 
@@ -220,7 +222,7 @@ def test_on_a_gpu_costs_time_fp32_and_fp16_and_keep_a_failed_fp16_reason(tmp_pat
                                parts_pct={"backbone": 100.0}, provenance={"hardware": "GPU: NVIDIA H200"})
 
     monkeypatch.setattr(costs, "timing_device", lambda: "cuda")
-    monkeypatch.setattr("rtinst.sweep.timing_device", lambda: "cuda")
+    monkeypatch.setattr("rtinst.harness.plan.timing_device", lambda: "cuda")
     monkeypatch.setattr(latency, "measure_latency", fake_latency)
     monkeypatch.setattr(latency, "module_breakdown", fake_breakdown)
     assert pending_costs(plan) == [job]  # the CPU number is stale on a GPU machine
@@ -293,7 +295,7 @@ def test_estimate_counts_machine_time_of_runs_that_shared_the_cpu(tmp_path, data
     """A record trained with 1 thread of 2 cores (a --workers 2 sweep) took twice the wall
     time for the same work: it is priced at half its wall time."""
     from rtinst.config import load_config
-    from rtinst.estimates import machine_share
+    from rtinst.harness.estimates import machine_share
 
     spec, plan = make_plan(tmp_path, data_root)
     todo = pending_runs(plan)
@@ -344,7 +346,7 @@ def test_estimate_scales_with_the_gflops_of_a_training_batch(tmp_path, data_root
     from the records; the counts are cached in the runs folder; without counts, per step."""
     import dataclasses
 
-    import rtinst.estimates as est_mod
+    import rtinst.harness.estimates as est_mod
     from rtinst.config import load_config
 
     spec, plan = make_plan(tmp_path, data_root)
@@ -421,8 +423,8 @@ def test_unknown_executor_is_a_user_error():
 
 
 def test_within_budget_takes_runs_in_order_and_evaluations_only_with_their_run(tmp_path):
-    from rtinst.estimates import DEFAULT_RUN_SECONDS, within_budget
-    from rtinst.sweep import Plan, RunJob
+    from rtinst.harness.estimates import DEFAULT_RUN_SECONDS, within_budget
+    from rtinst.harness.plan import Plan, RunJob
 
     def job(name, depends_on=None):
         return RunJob(config_hash=name, run_dir=str(tmp_path / name), base_config="x.yaml",

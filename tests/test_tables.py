@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rtinst import tables
-from rtinst.specs import load_spec, resolve_base_config
+from rtinst.harness import tables
+from rtinst.harness.specs import load_spec, resolve_base_config
+from rtinst.viz.table_plots import save_table_figure
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,8 +115,10 @@ def test_single_seed_uses_the_fixed_tolerance(spec):
 def test_outputs_saved_as_csv_parquet_png(spec, tmp_path):
     t = tables.build_table(spec, fake_runs(), fake_costs(), preset="tiny")
     c = tables.judge_claims(spec, t, "tiny")
-    fig = tables.plot_table(spec, t, "tiny")
-    paths = tables.save_outputs(spec, t, c, fig, tmp_path / "results", "tiny")
+    paths = tables.save_outputs(spec, t, c, tmp_path / "results", "tiny")
+    assert not paths["figure"].exists()  # the harness writes data; viz draws the figure
+    result = tables.TableResult(spec, t, c, paths, "tiny")
+    assert save_table_figure(result) == paths["figure"] == result.figure
     assert paths["csv"] == tmp_path / "results/tables/tiny/fastinst_t6a.csv"
     back = pd.read_parquet(paths["parquet"])
     assert list(back["row"]) == ["D=0", "D=1", "D=3", "D=6"]

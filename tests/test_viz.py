@@ -228,7 +228,7 @@ def test_cli_viz_writes_pngs_and_refuses_the_wrong_model(runs, tmp_path, capsys)
 
 
 def test_analysis_notebooks_run_with_papermill(runs, tmp_path):
-    from rtinst.notebook_exec import execute_notebook
+    from rtinst.harness.notebook_exec import execute_notebook
 
     out = tmp_path / "figures"
     results = tmp_path / "results"

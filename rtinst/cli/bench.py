@@ -200,7 +200,7 @@ def _handler(*steps: Callable) -> Callable[[argparse.Namespace], int]:
 
 
 def _nms_ablation(args: argparse.Namespace) -> int:
-    from rtinst.engine.nms_ablation import nms_ablation
+    from rtinst.diagnostics.nms_ablation import nms_ablation
 
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     table = nms_ablation(args.run, kinds, args.max_images, args.runs_dir, args.dump,
@@ -215,7 +215,7 @@ def _nms_ablation(args: argparse.Namespace) -> int:
 
 def _probe(args: argparse.Namespace) -> int:
     from rtinst.config import load_config
-    from rtinst.engine.probe import detection_scale_probe
+    from rtinst.diagnostics.probe import detection_scale_probe
 
     if args.run:
         return _run_probe(args)
@@ -231,7 +231,7 @@ def _probe(args: argparse.Namespace) -> int:
 
 def _overfit(args: argparse.Namespace) -> int:
     from rtinst.config import load_config
-    from rtinst.engine.overfit import overfit
+    from rtinst.diagnostics.overfit import overfit
 
     cfg = load_config(args.config, args.override)
     record = overfit(cfg, args.images, args.steps, args.eval_every, progress=not args.quiet)
@@ -251,7 +251,7 @@ def _overfit(args: argparse.Namespace) -> int:
 
 
 def _iam(args: argparse.Namespace) -> int:
-    from rtinst.engine.iam_localization import iam_localization
+    from rtinst.diagnostics.iam_localization import iam_localization
 
     record = iam_localization(args.run, args.checkpoint, args.train_images, args.val_images,
                               args.data_root)
@@ -268,7 +268,7 @@ def _iam(args: argparse.Namespace) -> int:
 
 def _oracle_iam(args: argparse.Namespace) -> int:
     from rtinst.config import load_config
-    from rtinst.engine.oracle_iam import oracle_iam
+    from rtinst.diagnostics.oracle_iam import oracle_iam
 
     cfg = load_config(args.config, args.override)
     record = oracle_iam(cfg, args.steps, args.work_dir, progress=not args.quiet)
@@ -293,7 +293,7 @@ def _print_probe(record: dict, source: str) -> None:
 
 
 def _run_probe(args: argparse.Namespace) -> int:
-    from rtinst.engine.probe import run_stage_probe
+    from rtinst.diagnostics.probe import run_stage_probe
 
     if args.weights or args.override:
         raise UserError("bench probe --run probes the run's own weights and config: "

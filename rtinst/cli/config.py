@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from rtinst.config import config_hash, load_config, to_yaml
+from rtinst.config import load_config, to_yaml
+from rtinst.records import config_hash
 
 
 def add_override_argument(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from rtinst.models.backbones import TINY_WEIGHTS
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtinst.engine.pretrain import CropScale, PretrainConfig, pretrain
+    from rtinst.diagnostics.pretrain import CropScale, PretrainConfig, pretrain
 
     given = {f.name: getattr(args, f.name) for f in fields(PretrainConfig)
              if getattr(args, f.name, None) is not None}

@@ -7,7 +7,7 @@ import argparse
 import pandas as pd
 
 from rtinst.errors import UserError
-from rtinst.experiments import load_records
+from rtinst.records import load_records
 
 
 def list_records(args: argparse.Namespace) -> int:

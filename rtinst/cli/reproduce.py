@@ -42,8 +42,8 @@ def render_html(notebook: Path, html: Path) -> None:
 
 def _execute(nb_in: Path, nb_out: Path, params: dict) -> str | None:
     """Execute one notebook (warm kernel); returns the error, or None."""
+    from rtinst.harness.notebook_exec import execute_notebook
     from rtinst.io import atomic_path
-    from rtinst.notebook_exec import execute_notebook
 
     nb_out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(nb_out) as tmp:
@@ -55,11 +55,12 @@ def _execute(nb_in: Path, nb_out: Path, params: dict) -> str | None:
 
 
 def reproduce(args: argparse.Namespace) -> int:
-    from rtinst import tables
     from rtinst.errors import UserError
-    from rtinst.specs import load_specs
-    from rtinst.estimates import estimate, within_budget
-    from rtinst.sweep import parse_seeds, pending_costs, pending_runs, plan_sweep, run_sweep
+    from rtinst.harness import tables
+    from rtinst.harness.estimates import estimate, within_budget
+    from rtinst.harness.plan import parse_seeds, pending_costs, pending_runs, plan_sweep
+    from rtinst.harness.specs import load_specs
+    from rtinst.harness.sweep import run_sweep
 
     t0 = time.time()
     seeds = parse_seeds(args.seeds)
@@ -121,7 +122,7 @@ def reproduce(args: argparse.Namespace) -> int:
     if err:
         errors["summary"] = err
     render_html(summary_nb, results / "summary.html")
-    from rtinst.notebook_exec import shutdown_kernels
+    from rtinst.harness.notebook_exec import shutdown_kernels
 
     shutdown_kernels()
     page = tables.claims_page(tables.load_saved(results, args.preset), args.preset)

@@ -59,10 +59,12 @@ def cost_preset(args: argparse.Namespace) -> str | None:
 def sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rtinst import tables
-    from rtinst.specs import load_specs
-    from rtinst.estimates import estimate
-    from rtinst.sweep import parse_seeds, pending_costs, pending_runs, plan_sweep, run_sweep
+    from rtinst.harness import tables
+    from rtinst.harness.estimates import estimate
+    from rtinst.harness.plan import parse_seeds, pending_costs, pending_runs, plan_sweep
+    from rtinst.harness.specs import load_specs
+    from rtinst.harness.sweep import run_sweep
+    from rtinst.viz.table_plots import save_table_figure
 
     seeds = parse_seeds(args.seeds)
     cp = cost_preset(args)
@@ -85,6 +87,7 @@ def sweep(args: argparse.Namespace) -> int:
                                    results_dir=args.results_dir, data_root=args.data_root,
                                    cost_preset=cp, run=False, overrides=args.override,
                                    latency=args.latency)
+        save_table_figure(r)
         counts = r.claims["verdict"].value_counts().to_dict()
         return f"{spec.id}: {r.paths['csv']} ({', '.join(f'{v} {k}' for k, v in counts.items()) or 'no claims'})"
 

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from rtinst.cli.config import add_override_argument
-from rtinst.config import config_hash, load_config
-from rtinst.experiments import run_dir_for
+from rtinst.config import load_config
+from rtinst.records import config_hash, run_dir_for
 
 
 def train(args: argparse.Namespace) -> int:

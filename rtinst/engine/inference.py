@@ -61,7 +61,7 @@ def predict_coco(
 ) -> list[dict[str, Any]]:
     """Run ``model`` over ``dataset`` and return COCO segm results with real category ids.
     ``with_targets``: pass each batch's ground truth to the model (diagnostics that condition
-    on it, e.g. :mod:`rtinst.engine.oracle_iam`); models ignore it in eval mode."""
+    on it, e.g. :mod:`rtinst.diagnostics.oracle_iam`); models ignore it in eval mode."""
     device = torch.device(device)
     model.to(device).eval()
     if max_images is not None:

@@ -12,8 +12,8 @@ from rtinst.data.build import build_dataset
 from rtinst.data.coco import CocoInstanceDataset
 from rtinst.engine.checkpoint import LAST, load_checkpoint
 from rtinst.errors import UserError
-from rtinst.experiments import RunRecord, read_record
 from rtinst.models import build_model
+from rtinst.records import RunRecord, read_record
 
 
 @dataclass

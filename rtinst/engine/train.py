@@ -25,7 +25,7 @@ from rtinst.engine.inference import predict_coco
 from rtinst.engine.checkpoint import load_checkpoint
 from rtinst.engine.loop import TrainingDiverged, snapshot_name, train_loop
 from rtinst.errors import UserError
-from rtinst.experiments import CURVE_NAME, RunRecord, write_record
+from rtinst.records import CURVE_NAME, RunRecord, write_record
 from rtinst.io import atomic_write_json, file_sha256
 from rtinst.models import build_model
 from rtinst.provenance import provenance

@@ -293,7 +293,7 @@ class SparseInstCriterion:
     """
 
     # The assignment (Q, T scores -> rows, cols); an attribute so a diagnostic can fix it
-    # (rtinst.engine.oracle_iam assigns instance map k to object k).
+    # (rtinst.diagnostics.oracle_iam assigns instance map k to object k).
     match = staticmethod(sparseinst_match)
 
     def __init__(self, cfg: SparseInstConfig):

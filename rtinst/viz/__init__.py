@@ -13,8 +13,9 @@
 - ``compare``: dAP per TIDE error type across models or sweep rows (SparseInst Figure 7
   style) and AP vs FPS / GFLOPs (each paper's Figure 1).
 - ``curves``: mask AP vs training minutes and steps across runs (their ``curve.json``).
+- ``run_report``: one run's loss curve and a few of its predictions (notebooks/run.ipynb).
 - ``table_plots``: the figure of each reproduced paper table and each paper's Figure 1 from
-  the saved tables (used by ``rtinst.tables`` and the summary notebook).
+  the saved tables (used by ``rtinst.harness.tables`` and the summary notebook).
 
 Every function returns a matplotlib Figure; ``save_figure`` writes it atomically.
 """

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from rtinst.errors import UserError
-from rtinst.experiments import RunRecord, read_record
+from rtinst.records import RunRecord, read_record
 
 TIDE_ERRORS = ("cls", "loc", "both", "dupe", "bkg", "miss")
 TIDE_NAMES = {"cls": "Cls", "loc": "Loc", "both": "Both", "dupe": "Dupe", "bkg": "Bkg",
@@ -102,7 +102,7 @@ def speed_accuracy_figure(table: pd.DataFrame, x: str = "fps", y: str = "ap", la
 
 def speed_accuracy_points(saved: dict[str, tuple[pd.DataFrame, pd.DataFrame]], x: str = "gflops",
                           y: str = "ap") -> pd.DataFrame:
-    """Every implemented row of the saved tables (``rtinst.tables.load_saved``) that has our
+    """Every implemented row of the saved tables (``rtinst.harness.tables.load_saved``) that has our
     accuracy ``y`` (mean over seeds) and our paper-scale cost ``x``: table, row, x, y."""
     frames = []
     for name, (table, _) in saved.items():

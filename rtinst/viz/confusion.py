@@ -16,7 +16,7 @@ import pandas as pd
 from pycocotools import mask as mask_utils
 
 from rtinst.errors import UserError
-from rtinst.experiments import read_record
+from rtinst.records import read_record
 
 MISSED = "missed"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from rtinst.errors import UserError
-from rtinst.experiments import CURVE_NAME, read_record
+from rtinst.records import CURVE_NAME, read_record
 from rtinst.viz.compare import run_label
 
 

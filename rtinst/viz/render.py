@@ -9,8 +9,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from rtinst.errors import UserError
-from rtinst.experiments import RunRecord
 from rtinst.io import atomic_path
+from rtinst.records import RunRecord
 from rtinst.viz.compare import tide_comparison_figure, tide_table
 from rtinst.viz.confusion import confusion_figure, run_confusion
 from rtinst.viz.curves import curve_table, training_curve_figure

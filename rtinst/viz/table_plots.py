@@ -1,16 +1,22 @@
 """Plots of the comparison tables: one figure per paper table, and each paper's Figure 1.
 
 :func:`plot_table` draws a table's metrics (the paper's dashed, ours solid with the seed std)
-against the spec's x column or as bars per row; :func:`plot_speed_accuracy` and
-:func:`plot_figure1` redraw the speed-accuracy figures from our paper-scale cost columns.
+against the spec's x column or as bars per row; :func:`save_table_figure` draws it for a
+reproduced table (:class:`rtinst.harness.tables.TableResult`) into the PNG beside its CSV.
+:func:`plot_speed_accuracy` and :func:`plot_figure1` redraw the speed-accuracy figures from
+our paper-scale cost columns.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from rtinst.specs import TableSpec, row_values
+from rtinst.harness.specs import TableSpec, row_values
+from rtinst.harness.tables import TableResult
+from rtinst.io import atomic_path
 
 
 def _row_values(spec: TableSpec, table: pd.DataFrame, column: str) -> pd.Series:
@@ -81,6 +87,22 @@ def plot_table(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny"):
     fig.suptitle(f"{spec.paper} {spec.title}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def save_table_figure(result: TableResult) -> Path | None:
+    """Draw ``result``'s table once, into its PNG (``result.paths["figure"]``), and set
+    ``result.figure`` to that file (notebooks show the file, not a second rendering).
+    None when the table has nothing to plot."""
+    import matplotlib.pyplot as plt
+
+    fig = plot_table(result.spec, result.table, result.preset)
+    if fig is None:
+        return None
+    with atomic_path(result.paths["figure"]) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    result.figure = result.paths["figure"]
+    return result.figure
 
 
 def _paper_group(spec: TableSpec, table: pd.DataFrame, column: str | None) -> pd.Series:

@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 
 from rtinst.errors import UserError
-from rtinst.experiments import RECORD_NAME, read_record
+from rtinst.harness.plan import parse_seeds, plan_sweep
+from rtinst.harness.specs import find_spec, load_spec
 from rtinst.io import atomic_write_json
 from rtinst.provenance import provenance
-from rtinst.specs import find_spec, load_spec
-from rtinst.sweep import parse_seeds, plan_sweep
+from rtinst.records import RECORD_NAME, read_record
 
 REPO = Path(__file__).resolve().parents[2]
 METRICS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "ar100", "ar_s", "tide_cls", "tide_loc")

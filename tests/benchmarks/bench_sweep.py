@@ -47,10 +47,10 @@ OUT = REPO / "results" / "benchmarks" / "sweep.json"
 
 
 def papermill_overhead(work: Path, runs: int) -> dict:
-    from rtinst.specs import load_spec
-    from rtinst.notebook_exec import shutdown_kernels
-    from rtinst.runner import execute_run
-    from rtinst.sweep import plan_sweep
+    from rtinst.harness.notebook_exec import shutdown_kernels
+    from rtinst.harness.plan import plan_sweep
+    from rtinst.harness.runner import execute_run
+    from rtinst.harness.specs import load_spec
 
     os.environ["RTINST_BUILD_MODEL"] = toy.HOOK
     spec = load_spec(toy.write_fixture(work / "fx", data_root=work / "data"), ("smoke",))
@@ -94,7 +94,7 @@ def fresh_worker_first_run(work: Path, plan, runs: int) -> dict:
     import statistics
 
     jobs = [asdict(j) for j in plan.runs.values()]
-    code = ("import json, sys; from rtinst.runner import execute_run; "
+    code = ("import json, sys; from rtinst.harness.runner import execute_run; "
             "r = execute_run(json.load(open(sys.argv[1])), via_notebook=sys.argv[2] == '1'); "
             "sys.exit(r['status'] != 'done')")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
@@ -114,9 +114,9 @@ def fresh_worker_first_run(work: Path, plan, runs: int) -> dict:
 
 def synthesize_cache(runs_dir: Path, results_dir: Path) -> dict:
     from rtinst.config import load_config
-    from rtinst.experiments import RunRecord, write_record
-    from rtinst.specs import load_specs
-    from rtinst.sweep import plan_sweep
+    from rtinst.harness.plan import plan_sweep
+    from rtinst.harness.specs import load_specs
+    from rtinst.records import RunRecord, write_record
 
     specs = load_specs(presets=("smoke", "coco"))
     plan = plan_sweep(specs, "smoke", [0, 1], runs_dir, results_dir / "costs")

@@ -1,6 +1,6 @@
 """Total CPU cost of the full tiny sweep (every distinct run of every spec, one seed), from
 the committed run records: measured machine time of the runs that are done (wall time x
-the share of the cores each had), the per-step estimate (`rtinst.estimates`) for the
+the share of the cores each had), the per-step estimate (`rtinst.harness.estimates`) for the
 missing ones, per model and in total.
 
     python tests/benchmarks/bench_sweep_cost.py [--seeds 0] [--runs-dir results/runs]
@@ -18,12 +18,12 @@ import statistics
 import sys
 from pathlib import Path
 
-from rtinst.estimates import machine_share, price_runs
-from rtinst.experiments import read_record
+from rtinst.harness.estimates import machine_share, price_runs
+from rtinst.harness.plan import parse_seeds, pending_runs, plan_sweep
+from rtinst.harness.specs import load_specs
 from rtinst.io import atomic_write_json
 from rtinst.provenance import provenance
-from rtinst.specs import load_specs
-from rtinst.sweep import parse_seeds, pending_runs, plan_sweep
+from rtinst.records import read_record
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "results" / "benchmarks" / "tiny_sweep_cost.json"

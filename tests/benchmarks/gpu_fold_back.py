@@ -25,9 +25,9 @@ import tempfile
 from pathlib import Path
 
 from rtinst.errors import UserError
-from rtinst.estimates import machine_share
-from rtinst.experiments import RECORD_NAME, read_record
+from rtinst.harness.estimates import machine_share
 from rtinst.io import atomic_write_json
+from rtinst.records import RECORD_NAME, read_record
 
 REPO = Path(__file__).resolve().parents[2]
 KEEP = ("record.json", "config.yaml", "train_log.jsonl", "curve.json")

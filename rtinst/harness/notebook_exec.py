@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rtinst.external import BUILD_MODEL_ENV
+from rtinst.harness.external import BUILD_MODEL_ENV
 
 # A kernel keeps the environment it started with: these variables are part of its identity.
 KERNEL_ENV = (BUILD_MODEL_ENV, "CUDA_VISIBLE_DEVICES", "PYTHONPATH")

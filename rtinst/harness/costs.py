@@ -8,9 +8,10 @@ import json
 import time
 from pathlib import Path
 
-from rtinst.config import RunConfig, config_hash
+from rtinst.config import RunConfig
+from rtinst.harness.external import build_detector
 from rtinst.io import atomic_write_json, remove_stale_tmp
-from rtinst.external import build_detector
+from rtinst.records import config_hash
 
 DEFAULT_COST_SECONDS = 20.0  # per model, when no cached measurement tells better
 

@@ -54,7 +54,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,12 +64,11 @@ import yaml
 from rtinst.config import (ConfigError, RunConfig, apply_overrides, from_dict, load_config,
                            parse_override, to_dict)
 from rtinst.errors import UserError, did_you_mean
+from rtinst.harness.paper_tables import read_paper_csv
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # rtinst/
 REPO_ROOT = PACKAGE_DIR.parent
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
-VENDORED_TABLES = EXPERIMENTS_DIR / "paper_tables"
-PAPER_TABLES_ENV = "RTINST_PAPER_TABLES"
 
 # The papers whose tables experiments/ reproduces (the summary's scope).
 PAPERS = ("fastinst", "sparseinst", "yolact")
@@ -93,7 +91,6 @@ EVAL_ONLY_KEYS = ("model.nms", "model.nms_iou_threshold", "model.nms_top_k",
                   "model.score_threshold", "model.mask_threshold", "model.max_detections",
                   "model.mask_rescore", "eval.")
 OPS = (">", "<", "~")
-PRESETS = ("smoke", "tiny", "coco")
 
 
 class SpecError(UserError):
@@ -179,41 +176,6 @@ def _display(path: Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def paper_tables_dir() -> Path:
-    """The paper-tables folder: $RTINST_PAPER_TABLES, ../shared/paper_tables beside the repo
-    (the curated source), or the copy vendored in experiments/paper_tables/."""
-    env = os.environ.get(PAPER_TABLES_ENV)
-    if env:
-        if not Path(env).is_dir():
-            raise SpecError(f"${PAPER_TABLES_ENV}={env}: not a folder")
-        return Path(env)
-    for candidate in (REPO_ROOT.parent / "shared" / "paper_tables", VENDORED_TABLES):
-        if (candidate / "INDEX.md").is_file():
-            return candidate
-    raise SpecError(f"paper tables not found: set ${PAPER_TABLES_ENV} or restore {VENDORED_TABLES}")
-
-
-@functools.lru_cache(maxsize=64)
-def _read_csv(path: str, mtime: float) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
-
-
-def read_paper_csv(rel: str) -> pd.DataFrame:
-    """The paper CSV as strings (empty cell = ''), exactly as curated."""
-    path = paper_tables_dir() / rel
-    if not path.is_file():
-        raise SpecError(f"paper table {rel!r} not found under {paper_tables_dir()}")
-    return _read_csv(str(path), path.stat().st_mtime).copy()
-
-
-def paper_numbers(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Numeric view of the paper CSV's metric columns (empty -> NaN)."""
-    out = pd.DataFrame(index=df.index)
-    for c in columns:
-        out[c] = pd.to_numeric(df[c], errors="coerce") if c in df else float("nan")
-    return out
 
 
 def resolve_base_config(template: str, model: str, preset: str) -> Path:

@@ -92,7 +92,7 @@ def iam_localization(run_dir: str | Path, checkpoint: str | None = None, train_i
     """The module docstring's measures for a SparseInst run (``checkpoint``: a file name in
     the run's ``checkpoints/`` folder, e.g. ``snapshot_325it.pt``, or a path; default: last)."""
     from rtinst.data.build import collate_fn
-    from rtinst.engine.probe import deterministic_train_set, fit_linear
+    from rtinst.diagnostics.probe import deterministic_train_set, fit_linear
     from rtinst.engine.restore import load_run
 
     run = load_run(run_dir, data_root, checkpoint)

@@ -1,4 +1,4 @@
-"""Comparison tables: the paper's numbers and ours side by side, claims judged, plots.
+"""Comparison tables: the paper's numbers and ours side by side, claims judged, saved.
 
 For one spec, :func:`build_table` gives one row per table row with, for every metric ``m``:
 ``paper_m``, ``ours_m_mean``, ``ours_m_std`` (over seeds), ``ours_m`` ("mean ± std"),
@@ -13,7 +13,8 @@ spec's fixed ``tolerance`` with a single seed; cost columns are deterministic an
 relative ``cost_tolerance``. A claim's own ``tolerance`` is a floor on the noise.
 
 :func:`reproduce_table` is what a table notebook calls: sweep (cached runs are reused), build,
-judge, plot (:mod:`rtinst.viz.table_plots`), save CSV + parquet + PNG.
+judge, save CSV + parquet. This module returns data; the table's figure is drawn from it by
+:func:`rtinst.viz.table_plots.save_table_figure` (the PNG next to the CSV).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rtinst.experiments import read_record
+from rtinst.harness.paper_tables import paper_numbers, read_paper_csv
+from rtinst.harness.specs import OUR_METRIC, PAPERS, TableSpec, load_spec
 from rtinst.io import atomic_path
-from rtinst.specs import OUR_METRIC, PAPERS, TableSpec, load_spec, paper_numbers, read_paper_csv
-from rtinst.viz.table_plots import plot_table
+from rtinst.records import read_record
 
 REPRODUCED, NOT_REPRODUCED, WITHIN_NOISE = "reproduced", "not reproduced", "within noise"
 NO_DATA, NOT_IMPLEMENTED = "no data", "not implemented"
@@ -84,7 +85,7 @@ def _cost_row(data: dict) -> dict:
 
 def collect_costs(spec: TableSpec, plan) -> pd.DataFrame:
     """One row per implemented table row: the cached paper-scale cost measurement."""
-    from rtinst.costs import read_cost
+    from rtinst.harness.costs import read_cost
 
     rows = []
     for row in spec.implemented_rows:
@@ -327,8 +328,9 @@ def output_paths(spec: TableSpec, results_dir: str | Path, preset: str) -> dict[
     return output_paths_by_name(results_dir, preset, spec.id)
 
 
-def save_outputs(spec: TableSpec, table: pd.DataFrame, claims: pd.DataFrame, fig,
+def save_outputs(spec: TableSpec, table: pd.DataFrame, claims: pd.DataFrame,
                  results_dir: str | Path, preset: str) -> dict[str, Path]:
+    """Write the table (CSV + parquet) and its claims; the paths include where the figure goes."""
     paths = output_paths(spec, results_dir, preset)
     with atomic_path(paths["csv"]) as tmp:
         table.to_csv(tmp, index=False)
@@ -336,9 +338,6 @@ def save_outputs(spec: TableSpec, table: pd.DataFrame, claims: pd.DataFrame, fig
         _parquet_safe(table).to_parquet(tmp, index=False)
     with atomic_path(paths["claims"]) as tmp:
         claims.to_csv(tmp, index=False)
-    if fig is not None:
-        with atomic_path(paths["figure"]) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
     return paths
 
 
@@ -359,11 +358,12 @@ class TableResult:
     spec: TableSpec
     table: pd.DataFrame
     claims: pd.DataFrame
-    figure: Any
     paths: dict[str, Path]
+    preset: str
     sweep: Any = None
     seconds: float = 0.0
     runs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    figure: Path | None = None  # the saved PNG, set by viz.table_plots.save_table_figure
 
     @property
     def view(self) -> pd.DataFrame:
@@ -373,7 +373,7 @@ class TableResult:
         """The saved plot, for notebooks (no second rendering)."""
         from IPython.display import Image
 
-        return Image(filename=str(self.paths["figure"])) if self.figure is not None else None
+        return Image(filename=str(self.figure)) if self.figure is not None else None
 
 
 def reproduce_table(spec: str | Path | TableSpec, preset: str = "tiny", seeds: Any = "0",
@@ -382,9 +382,11 @@ def reproduce_table(spec: str | Path | TableSpec, preset: str = "tiny", seeds: A
                     results_dir: str | Path = "results", cost_preset: str | None = "coco",
                     via_notebook: bool = True, run: bool = True, overrides: list[str] | tuple = (),
                     latency: bool = False, log=print) -> TableResult:
-    """Sweep one table (cached runs reused), then build, judge, plot and save it."""
-    from rtinst.specs import find_spec
-    from rtinst.sweep import parse_seeds, plan_sweep, run_sweep
+    """Sweep one table (cached runs are reused), then build, judge and save it (no figure:
+    :func:`rtinst.viz.table_plots.save_table_figure` draws it from the result)."""
+    from rtinst.harness.plan import parse_seeds, plan_sweep
+    from rtinst.harness.specs import find_spec
+    from rtinst.harness.sweep import run_sweep
 
     t0 = time.time()
     if not isinstance(spec, TableSpec):
@@ -397,13 +399,8 @@ def reproduce_table(spec: str | Path | TableSpec, preset: str = "tiny", seeds: A
     runs = collect_runs(spec, plan)
     table = build_table(spec, runs, collect_costs(spec, plan), preset)
     claims = judge_claims(spec, table, preset)
-    fig = plot_table(spec, table, preset)
-    paths = save_outputs(spec, table, claims, fig, results_dir, preset)
-    if fig is not None:  # rendered once, into the PNG; notebooks show that file
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-    return TableResult(spec, table, claims, fig, paths, sweep, time.time() - t0, runs)
+    paths = save_outputs(spec, table, claims, results_dir, preset)
+    return TableResult(spec, table, claims, paths, preset, sweep, time.time() - t0, runs)
 
 
 # ---------------------------------------------------------------------------- summary

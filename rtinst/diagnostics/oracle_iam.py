@@ -27,12 +27,13 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from rtinst.config import RunConfig, config_hash
+from rtinst.config import RunConfig
 from rtinst.data.build import build_dataset, collate_fn
 from rtinst.engine.loop import train_loop
 from rtinst.engine.train import evaluate_run, resolve_device, seed_everything
 from rtinst.errors import UserError
 from rtinst.models import build_model
+from rtinst.records import config_hash
 
 EPS = 1e-6  # sigmoid(logit(EPS)) outside the object: a negligible share of the pooled feature
 

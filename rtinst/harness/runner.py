@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 from rtinst.errors import UserError
-from rtinst.experiments import RECORD_NAME, RunRecord, read_record, write_record
-from rtinst.external import build_detector, model_builder
+from rtinst.harness.external import build_detector, model_builder
+from rtinst.harness.notebook_exec import execute_notebook
+from rtinst.harness.specs import REPO_ROOT
 from rtinst.io import remove_stale_tmp
-from rtinst.notebook_exec import execute_notebook
-from rtinst.specs import REPO_ROOT
+from rtinst.records import RECORD_NAME, RunRecord, read_record, write_record
 
 RUN_NOTEBOOK = REPO_ROOT / "notebooks" / "run.ipynb"
 LOCK_NAME = ".lock"
@@ -137,7 +137,7 @@ def run_one(base_config: str, overrides: list[str], run_dir: str | Path,
 
 
 # What every run notebook imports first: a new kernel does it while the worker loads papermill.
-RUN_PRELOAD = ("rtinst.runner", "torch", "torchvision")
+RUN_PRELOAD = ("rtinst.harness.runner", "torch", "torchvision")
 
 
 def _run_notebook(job: dict, run_dir: Path, warm: bool = True) -> None:

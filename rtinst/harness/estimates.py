@@ -37,16 +37,13 @@ import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rtinst.config import RunConfig, from_dict
-from rtinst.costs import DEFAULT_COST_SECONDS, cost_key, read_cost
 from rtinst.errors import UserError
-from rtinst.experiments import RECORD_NAME, read_record
+from rtinst.harness.costs import DEFAULT_COST_SECONDS, cost_key, read_cost
+from rtinst.harness.plan import CostJob, Plan, RunJob
 from rtinst.io import atomic_write_json
-
-if TYPE_CHECKING:
-    from rtinst.sweep import CostJob, Plan, RunJob
+from rtinst.records import RECORD_NAME, read_record
 
 # Seconds per run when no finished record of the same model and preset exists yet.
 DEFAULT_RUN_SECONDS = {"smoke": 20.0, "tiny": 11 * 60.0, "coco": 2 * 86400.0, "custom": 11 * 60.0}
@@ -136,7 +133,7 @@ def _count_gflops(cfg: RunConfig, size: tuple[int, int]) -> float | None:
     import torch
 
     from rtinst.engine.flops import count_flops
-    from rtinst.external import build_detector
+    from rtinst.harness.external import build_detector
 
     try:
         with torch.random.fork_rng(), warnings.catch_warnings():

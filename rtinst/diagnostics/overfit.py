@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
-from rtinst.config import RunConfig, config_hash
+from rtinst.config import RunConfig
 from rtinst.data.build import build_transforms, collate_fn, ensure_synthetic, split_paths
 from rtinst.data.coco import CocoInstanceDataset
 from rtinst.engine.evaluate import evaluate_segm
@@ -34,6 +34,7 @@ from rtinst.engine.optim import build_optimizer, build_scheduler
 from rtinst.engine.train import resolve_device
 from rtinst.errors import UserError
 from rtinst.models import build_model
+from rtinst.records import config_hash
 
 
 def _gt_subset(dataset: CocoInstanceDataset, ids: list[int]) -> dict:

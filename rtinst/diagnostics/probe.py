@@ -6,7 +6,7 @@ measures the latter: the frozen backbone runs on whole train/val images of a run
 each GT object's feature is the average of a level's features over its mask, and a linear
 (multinomial logistic) classifier fitted on the train objects is scored on the val objects,
 overall and per COCO area bucket. It found that 64 px crop pretraining transferred badly to
-the large objects (see rtinst/engine/pretrain.py) and is how a new backbone recipe is judged
+the large objects (see rtinst/diagnostics/pretrain.py) and is how a new backbone recipe is judged
 before spending a 10-minute training on it.
 
 :func:`run_stage_probe` asks the same question of a *trained* run, stage by stage (backbone

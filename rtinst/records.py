@@ -1,4 +1,10 @@
-"""Run records: one JSON per run, written atomically, loaded into pandas.
+"""Run records and run identity: one JSON per run, keyed by a content hash, loaded into pandas.
+
+A run's identity is :func:`config_hash`: a stable hash of its resolved config plus the
+identity of the weights its backbone starts from, so the same YAML with another ImageNet
+file is another run. It lives here, below the engine, because both the engine (which writes
+and restores records) and the harness (which caches runs by it) need it, and because it
+reaches into the model library, which the config dataclasses must not.
 
 A run record is the single source of truth for a run's numbers. It holds the resolved
 config and its hash, the metrics, the status (``done`` / ``failed`` with the reason), the
@@ -9,6 +15,8 @@ per run, metrics and selected config keys as columns, for the table notebooks.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -17,7 +25,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from rtinst.config import config_hash, to_dict
+from rtinst.config import BackboneConfig, to_dict
 from rtinst.errors import UserError
 from rtinst.io import atomic_write_json
 from rtinst.provenance import provenance
@@ -26,6 +34,39 @@ RECORD_NAME = "record.json"
 CURVE_NAME = "curve.json"  # AP at each snapshot, written by training with snapshot_iters
 SCHEMA_VERSION = 1
 Status = Literal["running", "done", "failed"]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _hashed_view(cfg: Any) -> Any:
+    """Plain data of ``cfg`` without fields marked ``metadata={"hash": False}``; a backbone
+    adds the identity of its initial weights (``backbone_init_identity``)."""
+    if dataclasses.is_dataclass(cfg):
+        view = {
+            f.name: _hashed_view(getattr(cfg, f.name))
+            for f in dataclasses.fields(cfg)
+            if f.metadata.get("hash", True) is True
+            or (f.metadata.get("hash") == "if_set" and getattr(cfg, f.name) != _default(f))
+        }
+        if isinstance(cfg, BackboneConfig):
+            # Imported here: the model library pulls in torch, which reading records does not need.
+            from rtinst.models.backbones import backbone_init_identity
+
+            view["init"] = backbone_init_identity(cfg)
+        return view
+    if isinstance(cfg, (list, tuple)):
+        return [_hashed_view(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: _hashed_view(v) for k, v in cfg.items()}
+    return cfg
+
+
+def config_hash(cfg: Any, length: int = 12) -> str:
+    """Stable content hash: same resolved values -> same hash, whatever the YAML spelling."""
+    canonical = json.dumps(_hashed_view(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 
 @dataclass
@@ -136,7 +177,7 @@ def load_records(root: str | Path, config_keys: list[str] | None = None) -> pd.D
 
 
 # --------------------------------------------------------------------------------------
-# One run, for people: the loss curve, a few predictions, the metrics (notebooks/run.ipynb)
+# One run, for people: its training log and metrics (notebooks/run.ipynb; figures: viz.run_report)
 # --------------------------------------------------------------------------------------
 
 RUN_METRIC_KEYS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "ar1", "ar10", "ar100",
@@ -162,67 +203,3 @@ def metrics_table(record: RunRecord) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df.attrs["preset"] = record.config.get("preset")
     return df
-
-
-def plot_loss_curve(run_dir: str | Path):
-    """Total loss and each loss term against the iteration (None when nothing was logged)."""
-    import matplotlib.pyplot as plt
-
-    log = read_train_log(run_dir)
-    if log.empty:
-        return None
-    # Small, low-dpi figures without tight_layout: they are drawn once per run by papermill.
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=72)
-    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.15, top=0.9)
-    for col in [c for c in log.columns if c.startswith("loss")]:
-        ax.plot(log["iter"], log[col], label=col, lw=2 if col == "loss" else 1)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title(Path(run_dir).name, fontsize=9)
-    return fig
-
-
-def plot_predictions(run_dir: str | Path, n: int = 3, min_score: float = 0.3, max_masks: int = 20):
-    """Predicted masks (from ``coco_segm_results.json``) over ``n`` val images."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from PIL import Image
-    from pycocotools import mask as mask_utils
-
-    run_dir = Path(run_dir)
-    results_path = run_dir / "coco_segm_results.json"
-    if not results_path.is_file():
-        return None
-    rec = read_record(run_dir)
-    data = rec.config.get("data", {})
-    root = Path(data.get("root", ""))
-    gt = json.loads((root / data.get("val_ann", "")).read_text())
-    files = {im["id"]: root / data.get("val_images", "") / im["file_name"] for im in gt["images"]}
-    names = {c["id"]: c["name"] for c in gt["categories"]}
-    results = json.loads(results_path.read_text())
-    by_image: dict[int, list] = {}
-    for r in sorted(results, key=lambda r: -r["score"]):
-        if r["score"] >= min_score:
-            by_image.setdefault(r["image_id"], []).append(r)
-    image_ids = [i for i in files if i in by_image][:n] or list(files)[:n]
-    fig, axes = plt.subplots(1, max(1, len(image_ids)), figsize=(3.5 * max(1, len(image_ids)), 3.6),
-                             dpi=72)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.92, wspace=0.03)
-    colors = plt.get_cmap("tab20")
-    for ax, image_id in zip(np.atleast_1d(axes), image_ids):
-        image = np.asarray(Image.open(files[image_id]).convert("RGB"), dtype=float) / 255
-        for k, r in enumerate(by_image.get(image_id, [])[:max_masks]):
-            m = mask_utils.decode(r["segmentation"]).astype(bool)
-            image[m] = 0.5 * image[m] + 0.5 * np.array(colors(k % 20)[:3])
-            ys, xs = np.nonzero(m)
-            if len(xs):
-                ax.text(xs.min(), ys.min(), f"{names.get(r['category_id'], r['category_id'])} "
-                        f"{r['score']:.2f}", fontsize=6, color="white",
-                        bbox={"facecolor": "black", "alpha": 0.5, "pad": 1})
-        ax.imshow(image)
-        ax.set_title(f"image {image_id}: {len(by_image.get(image_id, []))} masks >= {min_score}",
-                     fontsize=8)
-        ax.axis("off")
-    return fig

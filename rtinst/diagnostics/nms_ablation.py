@@ -27,10 +27,10 @@ from rtinst.data.build import collate_fn
 from rtinst.engine.restore import LoadedRun, load_run
 from rtinst.engine.train import CURVE_KEYS, evaluate_run
 from rtinst.errors import UserError
-from rtinst.experiments import RECORD_NAME, RunRecord, read_record, run_dir_for, write_record
 from rtinst.io import atomic_path, atomic_write_json
 from rtinst.ops import nms as nms_ops
 from rtinst.provenance import provenance
+from rtinst.records import RECORD_NAME, RunRecord, read_record, run_dir_for, write_record
 
 
 @torch.inference_mode()

@@ -1,0 +1,76 @@
+"""The figures of one run's report (notebooks/run.ipynb): its loss curve and a few predictions.
+
+Drawn from the files a run folder holds (``train_log.jsonl``, ``coco_segm_results.json``,
+``record.json``), so they need no model and no checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rtinst.records import read_record, read_train_log
+
+
+def plot_loss_curve(run_dir: str | Path):
+    """Total loss and each loss term against the iteration (None when nothing was logged)."""
+    import matplotlib.pyplot as plt
+
+    log = read_train_log(run_dir)
+    if log.empty:
+        return None
+    # Small, low-dpi figures without tight_layout: they are drawn once per run by papermill.
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=72)
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.15, top=0.9)
+    for col in [c for c in log.columns if c.startswith("loss")]:
+        ax.plot(log["iter"], log[col], label=col, lw=2 if col == "loss" else 1)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(Path(run_dir).name, fontsize=9)
+    return fig
+
+
+def plot_predictions(run_dir: str | Path, n: int = 3, min_score: float = 0.3, max_masks: int = 20):
+    """Predicted masks (from ``coco_segm_results.json``) over ``n`` val images."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    run_dir = Path(run_dir)
+    results_path = run_dir / "coco_segm_results.json"
+    if not results_path.is_file():
+        return None
+    rec = read_record(run_dir)
+    data = rec.config.get("data", {})
+    root = Path(data.get("root", ""))
+    gt = json.loads((root / data.get("val_ann", "")).read_text())
+    files = {im["id"]: root / data.get("val_images", "") / im["file_name"] for im in gt["images"]}
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    results = json.loads(results_path.read_text())
+    by_image: dict[int, list] = {}
+    for r in sorted(results, key=lambda r: -r["score"]):
+        if r["score"] >= min_score:
+            by_image.setdefault(r["image_id"], []).append(r)
+    image_ids = [i for i in files if i in by_image][:n] or list(files)[:n]
+    fig, axes = plt.subplots(1, max(1, len(image_ids)), figsize=(3.5 * max(1, len(image_ids)), 3.6),
+                             dpi=72)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.92, wspace=0.03)
+    colors = plt.get_cmap("tab20")
+    for ax, image_id in zip(np.atleast_1d(axes), image_ids):
+        image = np.asarray(Image.open(files[image_id]).convert("RGB"), dtype=float) / 255
+        for k, r in enumerate(by_image.get(image_id, [])[:max_masks]):
+            m = mask_utils.decode(r["segmentation"]).astype(bool)
+            image[m] = 0.5 * image[m] + 0.5 * np.array(colors(k % 20)[:3])
+            ys, xs = np.nonzero(m)
+            if len(xs):
+                ax.text(xs.min(), ys.min(), f"{names.get(r['category_id'], r['category_id'])} "
+                        f"{r['score']:.2f}", fontsize=6, color="white",
+                        bbox={"facecolor": "black", "alpha": 0.5, "pad": 1})
+        ax.imshow(image)
+        ax.set_title(f"image {image_id}: {len(by_image.get(image_id, []))} masks >= {min_score}",
+                     fontsize=8)
+        ax.axis("off")
+    return fig
