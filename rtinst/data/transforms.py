@@ -3,9 +3,10 @@
 ``image`` is a float tensor (3, H, W); ``target`` a dict with ``masks`` (N, H, W) bool,
 ``boxes`` (N, 4) float xyxy, ``labels`` (N,) int64, ``image_id``, ``orig_size`` and ``size``
 (both (h, w)); with crowd regions kept, also ``iscrowd`` (N,) bool until
-:class:`rtinst.data.augment.SplitCrowd` moves them to ``crowd_boxes`` (M, 4). Geometric transforms move image and masks together (bilinear for the image,
-nearest-exact for masks, both on the same pixel-centre grid, so they stay aligned), drop
-instances whose mask vanished, and recompute ``boxes`` from the masks.
+:class:`rtinst.data.augment.SplitCrowd` moves them to ``crowd_boxes`` (M, 4). Geometric
+transforms move image and masks together (bilinear for the image, nearest-exact for masks,
+both on the same pixel-centre grid, so they stay aligned), drop instances whose mask
+vanished, and recompute ``boxes`` from the masks.
 
 Boxes are in pixel-edge coordinates, like COCO's ``bbox``: a mask covering columns 3..7 has
 x0 = 3, x1 = 8.
