@@ -175,6 +175,39 @@ def test_sample_crop_keeps_instances_whose_box_centre_is_inside(coco_dir):
         assert 0.3 * W - 1 <= w <= W and 0.3 * H - 1 <= h <= H and 0.5 <= w / h <= 2
 
 
+def test_sample_crop_min_iou_option_is_honoured(coco_dir):
+    from torchvision.ops import box_iou
+
+    image, target = load(coco_dir)
+    regular = ~target["iscrowd"]
+    for seed in range(10):
+        torch.manual_seed(seed)
+        out_image, out = RandomSampleCrop([0.5])(image.clone(), dict(target))
+        x0, y0 = out_image[0, 0, 0].item(), out_image[1, 0, 0].item()
+        h, w = out_image.shape[-2:]
+        window = torch.tensor([[x0, y0, x0 + w, y0 + h]])
+        kept = torch.isin(target["labels"], out["labels"])
+        assert box_iou(target["boxes"][kept], window).max() >= 0.5
+        assert (kept & regular).any()  # never a crop with only the crowd region
+
+
+def test_sample_crop_redraws_crops_left_with_only_crowd(coco_dir):
+    image, target = load(coco_dir)
+    # keep only the crowd region and the disc (far apart): many crops hold just one of them
+    keep = torch.isin(target["labels"], torch.tensor([3, CROWD_LABEL]))
+    small = {k: (v[keep] if k in ("masks", "boxes", "labels", "iscrowd") else v)
+             for k, v in target.items()}
+    crop = RandomSampleCrop([0.0])
+    for seed in range(25):
+        torch.manual_seed(seed)
+        _, out = crop(image.clone(), dict(small))
+        assert 3 in out["labels"].tolist()
+    only_crowd = {k: (v[-1:] if k in ("masks", "boxes", "labels", "iscrowd") else v)
+                  for k, v in target.items()}
+    out_image, out = crop(image.clone(), only_crowd)
+    assert out_image.shape == image.shape  # nothing to keep: left as it is
+
+
 def test_photometric_distort_changes_colours_only_and_never_swaps_channels(coco_dir):
     image, target = load(coco_dir)
     t = yolact_photometric_distort()
@@ -256,6 +289,7 @@ def test_crop_branch_probability_and_detectron2_crop_sizes():
     hs, ws = [s[0] for s in sizes], [s[1] for s in sizes]
     assert min(hs) >= 384 and max(hs) <= 500 and min(ws) >= 384 and max(ws) <= 600
     assert max(hs) == 500 and max(ws) == 600 and min(hs) < 400
+    assert hs.count(500) < 30  # uniform in [384, 500], not drawn in [384, 600] and clamped
     assert crop.crop_size(300, 350) == (300, 350)  # [min(H, 384), min(H, 600)] = {300}
     applied = RandomApply(lambda i, t: (i, dict(t, hit=True)), p=0.5)
     torch.manual_seed(0)

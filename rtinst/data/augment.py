@@ -7,11 +7,14 @@ boxes. Each step here is the torchvision v2 transform set to the official option
 torchvision cannot express is stated where it differs:
 
 * :class:`PhotometricDistort` is ``RandomPhotometricDistort`` (each of brightness, contrast,
-  saturation, hue with p=0.5; contrast before or after the colour steps) without its channel
-  permutation, which the official ``RandomLightingNoise`` has commented out ("Don't shuffle
-  the channels please"). Contrast / saturation 0.5-1.5 and hue +-18 degrees (0.05 of the
-  circle) are the official ranges; the official brightness *adds* a delta in [-32, 32] (0-255
-  scale) where torchvision multiplies by [1 - 32/255, 1 + 32/255] = (0.875, 1.125).
+  saturation, hue with p=0.5; contrast before or after the colour steps, as the official
+  ``PhotometricDistort``) without its channel permutation, which the official
+  ``RandomLightingNoise`` has commented out ("Don't shuffle the channels please"). The
+  ranges are the official ones: contrast and saturation factors 0.5-1.5, hue +-18 degrees
+  (0.05 of the circle), brightness +-32 of 255. The kernels are torchvision's: brightness
+  multiplies by [1 - 32/255, 1 + 32/255] where the official code adds a delta; contrast and
+  saturation blend with the grey mean / grey image where the official code scales the pixel
+  values / the HSV saturation.
 * Expand = ``RandomZoomOut(side_range=(1, 4), p=0.5)`` onto a canvas filled with the
   normalization mean (masks filled with 0), as the official ``Expand(mean)``.
 * The random sample crop = ``RandomIoUCrop``: crop sides in [0.3, 1] of the image, aspect
@@ -109,21 +112,36 @@ class TV2Step:
 
 
 class RandomSampleCrop(TV2Step):
-    """SSD's random sample crop (``RandomIoUCrop``, see the module doc); images without
-    instances are left as they are (the IoU crop needs a box to test)."""
+    """SSD's random sample crop (``RandomIoUCrop``, see the module doc).
+
+    The official crop also needs at least one regular (non-crowd) instance in the crop;
+    torchvision's accepts any box, crowd included, so a crop left without a regular
+    instance (or whose instances' masks all fall outside it) is drawn again, up to
+    ``trials`` times, then the image is left uncropped. Images without a regular instance
+    are left as they are.
+    """
 
     def __init__(self, min_iou: Sequence[float] = SSD_MIN_IOU, trials: int = 50):
         if not min_iou:
             raise ValueError("min_iou needs at least one option")
-        self.min_iou = tuple(float(v) for v in min_iou)
+        self.min_iou, self.trials = tuple(float(v) for v in min_iou), trials
         super().__init__(v2.RandomIoUCrop(min_scale=0.3, max_scale=1.0, min_aspect_ratio=0.5,
                                           max_aspect_ratio=2.0, sampler_options=list(self.min_iou),
                                           trials=trials), sanitize=True, name="RandomIoUCrop")
 
+    @staticmethod
+    def _num_regular(target: Target) -> int:
+        crowd = target.get("iscrowd")
+        return int(target["labels"].shape[0] if crowd is None else (~crowd.bool()).sum())
+
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
-        if target["boxes"].shape[0] == 0:
+        if self._num_regular(target) == 0:
             return image, target
-        return super().__call__(image, target)
+        for _ in range(self.trials):
+            out_image, out = super().__call__(image, target)
+            if self._num_regular(out):
+                return out_image, out
+        return image, target
 
     def __repr__(self) -> str:
         return f"RandomSampleCrop(min_iou={list(self.min_iou)})"
