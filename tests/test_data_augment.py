@@ -124,7 +124,7 @@ def test_dataset_keeps_crowd_only_when_asked(coco_dir):
 
 @pytest.mark.parametrize("step", [
     TV2Step(v2.RandomZoomOut(fill={tv_tensors.Image: list(IMAGENET_MEAN), "others": 0},
-                             side_range=(1.0, 4.0), p=1.0)),
+                             side_range=(1.0, 4.0), p=1.0), translation=True),
     RandomSampleCrop([0.0]),
     RandomSampleCrop([0.1, 0.3, 0.7, 0.9]),
     RandomCrop((100, 180), mode="absolute_range"),

@@ -84,13 +84,16 @@ class TV2Step:
 
     ``sanitize``: follow it with ``SanitizeBoundingBoxes`` (drops the instances a crop
     marked invalid, with their masks, labels and crowd flags). Boxes are then recomputed
-    from the masks and instances with an empty mask dropped. ``unit_range``: hand the
-    transform the image scaled to [0, 1] (torchvision's colour kernels expect it).
+    from the masks and instances with an empty mask dropped, unless ``translation``: the
+    transform only shifts pixels by whole pixels, with none lost (the zoom-out), so the boxes
+    torchvision shifted are the masks' boxes already and the pass over the (up to 16x larger)
+    masks is skipped. ``unit_range``: hand the transform the image scaled to [0, 1]
+    (torchvision's colour kernels expect it).
     """
 
     def __init__(self, transform: Callable, sanitize: bool = False, name: str | None = None,
-                 unit_range: bool = False):
-        self.unit_range = unit_range
+                 unit_range: bool = False, translation: bool = False):
+        self.unit_range, self.translation = unit_range, translation
         steps = [transform]
         if sanitize:
             steps.append(v2.SanitizeBoundingBoxes(min_size=1, labels_getter=_labels_and_crowd))
@@ -105,7 +108,10 @@ class TV2Step:
         target = dict(target, labels=out["labels"], boxes=out["boxes"].as_subclass(torch.Tensor))
         if "iscrowd" in out:
             target["iscrowd"] = out["iscrowd"]
-        return image, _with_masks(target, out["masks"].as_subclass(torch.Tensor))
+        masks = out["masks"].as_subclass(torch.Tensor)
+        if self.translation:
+            return image, dict(target, masks=masks, size=(int(masks.shape[-2]), int(masks.shape[-1])))
+        return image, _with_masks(target, masks)
 
     def __repr__(self) -> str:
         return f"TV2Step({self.name})"
@@ -158,7 +164,7 @@ def ssd_augmentation(photometric: bool = True, expand: bool = True, sample_crop:
     if expand:
         fill = {tv_tensors.Image: list(mean), "others": 0}
         steps.append(TV2Step(v2.RandomZoomOut(fill=fill, side_range=(1.0, 4.0), p=0.5),
-                             name="RandomZoomOut(1-4)"))
+                             name="RandomZoomOut(1-4)", translation=True))
     if sample_crop:
         steps.append(RandomSampleCrop(min_iou))
     return steps
