@@ -200,7 +200,7 @@ MODEL_CONFIGS: dict[str, type] = {
 
 @dataclass
 class DataConfig:
-    """Dataset paths (relative to ``root``) and the train/test resizing."""
+    """Dataset paths (relative to ``root``), the train/test resizing and training augmentations."""
 
     # "synthetic": the embedded dataset, generated on first use under `root`.
     dataset: Literal["synthetic", "coco"] = "synthetic"
