@@ -211,6 +211,7 @@ def test_sample_crop_redraws_crops_left_with_only_crowd(coco_dir):
 def test_photometric_distort_changes_colours_only_and_never_swaps_channels(coco_dir):
     image, target = load(coco_dir)
     t = yolact_photometric_distort()
+    assert isinstance(t, PhotometricDistort) and isinstance(t, v2.RandomPhotometricDistort)
     assert t.brightness == pytest.approx((1 - 32 / 255, 1 + 32 / 255))
     assert t.contrast == (0.5, 1.5) and t.saturation == (0.5, 1.5)
     assert t.hue == pytest.approx((-0.05, 0.05)) and t.p == 0.5  # 18 degrees, p = 0.5 each
