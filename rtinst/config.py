@@ -92,6 +92,10 @@ class YolactConfig:
     semantic_seg_loss: bool = True
     positive_iou: float = field(default=0.5, metadata=_min(0.0))
     negative_iou: float = field(default=0.4, metadata=_min(0.0))
+    # Non-positive anchors whose area lies more than this fraction inside a crowd box are
+    # neutral (official match(): intersection / anchor area > threshold); >= 1: off, the
+    # official configs' value. Needs data.keep_crowd.
+    crowd_iou_threshold: float = field(default=1.0, metadata=_min(0.0, **HASHED_IF_SET))
     ohem_negpos_ratio: float = field(default=3.0, metadata=_min(0.0))
     conf_loss_weight: float = field(default=1.0, metadata=_min(0.0))
     box_loss_weight: float = field(default=1.5, metadata=_min(0.0))
@@ -196,7 +200,7 @@ MODEL_CONFIGS: dict[str, type] = {
 
 @dataclass
 class DataConfig:
-    """Dataset paths (relative to ``root``) and the train/test resizing."""
+    """Dataset paths (relative to ``root``), the train/test resizing and training augmentations."""
 
     # "synthetic": the embedded dataset, generated on first use under `root`.
     dataset: Literal["synthetic", "coco"] = "synthetic"
@@ -218,6 +222,27 @@ class DataConfig:
     # YOLACT resizes to a fixed square, ignoring aspect ratio; null keeps aspect ratio.
     fixed_size: Optional[int] = field(default=None, metadata=_min(1))
     hflip_prob: float = field(default=0.5, metadata=_min(0.0))
+    # FastInst / SparseInst (_aug rows) crop branch, taken with probability crop_prob before
+    # the resize above: short edge resized to a choice of crop_short_edge (no long-edge cap),
+    # then an absolute-range crop, each side in [min(side, lo), min(side, hi)] pixels.
+    crop_prob: float = field(default=0.0, metadata=_min(0.0, **HASHED_IF_SET))
+    crop_short_edge: list[int] = field(default_factory=lambda: [400, 500, 600],
+                                       metadata=_min(1, **HASHED_IF_SET))
+    crop_size: list[int] = field(default_factory=lambda: [384, 600], metadata=_min(1, **HASHED_IF_SET))
+    # YOLACT's SSDAugmentation before the resize (rtinst/data/augment.py): photometric
+    # distortion, expand (zoom-out up to 4x onto the mean), SSD random sample crop whose
+    # options are minimum IoUs (>= 1: no crop, 0: unconstrained).
+    photometric_distort: bool = field(default=False, metadata=HASHED_IF_SET)
+    expand: bool = field(default=False, metadata=HASHED_IF_SET)
+    random_sample_crop: bool = field(default=False, metadata=HASHED_IF_SET)
+    sample_crop_min_iou: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.3, 0.7, 0.9, 0.0],
+                                             metadata=_min(0.0, **HASHED_IF_SET))
+    # After the resize: drop training instances whose box is narrower or lower than this
+    # many pixels (values below 1 drop nothing: boxes come from masks, >= 1 pixel).
+    min_box_size: float = field(default=0.0, metadata=_min(0.0, **HASHED_IF_SET))
+    # Training targets carry crowd regions as `crowd_boxes` (YOLACT's matching makes anchors
+    # on them neutral, model.crowd_iou_threshold); False drops them when loading.
+    keep_crowd: bool = field(default=False, metadata=HASHED_IF_SET)
     size_divisibility: int = field(default=32, metadata=_min(1))
     num_workers: int = field(default=2, metadata=_min(0, hash=False))
 

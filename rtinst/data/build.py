@@ -10,14 +10,18 @@ from __future__ import annotations
 import fcntl
 import functools
 import json
+import sys
 from pathlib import Path
 from typing import Callable
 
-from rtinst.config import DataConfig
+from rtinst.config import ConfigError, DataConfig
+from rtinst.data.augment import DiscardSmallBoxes, SplitCrowd, ssd_augmentation
 from rtinst.data.coco import CocoInstanceDataset
 from rtinst.data.transforms import (
     Compose,
     Normalize,
+    RandomApply,
+    RandomCrop,
     RandomHorizontalFlip,
     ResizeFixed,
     ResizeShortEdge,
@@ -58,17 +62,50 @@ def ensure_synthetic(cfg: DataConfig, progress: bool = True) -> None:
                         f"to regenerate it, or point data.root elsewhere")
 
 
+def _check_augment(cfg: DataConfig) -> None:
+    if cfg.crop_prob > 1 or cfg.hflip_prob > 1:
+        raise ConfigError("data.crop_prob and data.hflip_prob are probabilities: at most 1")
+    if len(cfg.crop_size) != 2 or cfg.crop_size[0] > cfg.crop_size[1]:
+        raise ConfigError(f"data.crop_size: needs [min, max] with min <= max, got {cfg.crop_size}")
+    if not cfg.crop_short_edge:
+        raise ConfigError("data.crop_short_edge: needs at least one short-edge size")
+    if cfg.random_sample_crop and not cfg.sample_crop_min_iou:
+        raise ConfigError("data.sample_crop_min_iou: needs at least one option")
+    ssd = cfg.photometric_distort or cfg.expand or cfg.random_sample_crop
+    if ssd and cfg.crop_prob > 0:
+        raise ConfigError("data.crop_prob (FastInst/SparseInst crop) and YOLACT's SSD augmentation "
+                          "(data.photometric_distort / expand / random_sample_crop) exclude each other")
+
+
 def build_transforms(cfg: DataConfig, train: bool) -> Callable:
+    """Training: [crop branch | SSD augmentation], resize, flip, [small-box discard],
+    [crowd split], normalize. Test: resize, normalize."""
+    if train:
+        _check_augment(cfg)
+    steps: list[Callable] = []
+    if train:
+        steps += ssd_augmentation(cfg.photometric_distort, cfg.expand, cfg.random_sample_crop,
+                                  cfg.sample_crop_min_iou)
+    if train and cfg.crop_prob > 0:
+        # FastInst/SparseInst dataset mappers: np.random.rand() > 0.5 picks this branch;
+        # detectron2's ResizeShortestEdge default max_size is unbounded.
+        steps.append(RandomApply(Compose([
+            ResizeShortEdge(cfg.crop_short_edge, max_size=sys.maxsize),
+            RandomCrop(tuple(cfg.crop_size), mode="absolute_range"),
+        ]), p=cfg.crop_prob))
     if cfg.fixed_size is not None:  # YOLACT: square input, aspect ratio not kept
-        resize = ResizeFixed(cfg.fixed_size, cfg.fixed_size)
+        steps.append(ResizeFixed(cfg.fixed_size, cfg.fixed_size))
     elif train:
-        resize = ResizeShortEdge(cfg.train_short_edge, cfg.train_max_size,
-                                 sample="range" if len(cfg.train_short_edge) == 2 else "choice")
+        steps.append(ResizeShortEdge(cfg.train_short_edge, cfg.train_max_size,
+                                     sample="range" if len(cfg.train_short_edge) == 2 else "choice"))
     else:
-        resize = ResizeShortEdge(cfg.test_short_edge, cfg.test_max_size)
-    steps = [resize]
+        steps.append(ResizeShortEdge(cfg.test_short_edge, cfg.test_max_size))
     if train and cfg.hflip_prob > 0:
         steps.append(RandomHorizontalFlip(cfg.hflip_prob))
+    if train and cfg.min_box_size >= 1:
+        steps.append(DiscardSmallBoxes(cfg.min_box_size))
+    if train and cfg.keep_crowd:
+        steps.append(SplitCrowd())
     steps.append(Normalize())
     return Compose(steps)
 
@@ -80,8 +117,9 @@ def build_dataset(cfg: DataConfig, split: str, progress: bool = True) -> CocoIns
     ann, images = split_paths(cfg, split)
     if not ann.is_file():
         raise UserError(f"data.{split}_ann: annotation file not found: {ann}")
-    return CocoInstanceDataset(ann, images, transforms=build_transforms(cfg, split == "train"),
-                               training=split == "train")
+    train = split == "train"
+    return CocoInstanceDataset(ann, images, transforms=build_transforms(cfg, train), training=train,
+                               keep_crowd=train and cfg.keep_crowd)
 
 
 def collate_fn(cfg: DataConfig) -> Callable:

@@ -4,7 +4,9 @@
   ``pycocotools.mask``, exactly as ``COCO.annToMask`` does.
 * Crowd regions (``iscrowd=1``) are not training instances and are dropped from the targets,
   as in detectron2/DETR training; COCO evaluation still sees them, because it reads the
-  annotation file (``dataset.coco``) itself.
+  annotation file (``dataset.coco``) itself. ``keep_crowd=True`` (YOLACT) appends them after
+  the instances, flagged by ``target["iscrowd"]``, for the transforms to carry them along
+  until :class:`rtinst.data.augment.SplitCrowd` turns them into ``crowd_boxes``.
 * Labels are contiguous 0..K-1 in the order of increasing category id;
   ``contiguous_to_cat_id`` / ``cat_id_to_contiguous`` map between them and the file's ids
   (write ``contiguous_to_cat_id[label]`` into detection results).
@@ -73,7 +75,8 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, ann_file: str | os.PathLike, image_dir: str | os.PathLike,
-                 transforms: Callable | None = None, training: bool = True, check_images: bool = True):
+                 transforms: Callable | None = None, training: bool = True, check_images: bool = True,
+                 keep_crowd: bool = False):
         self.ann_file, self.image_dir = Path(ann_file), Path(image_dir)
         if not self.image_dir.is_dir():
             raise UserError(f"image folder not found: {self.image_dir}")
@@ -82,7 +85,7 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
         for line in report.warning_lines():
             logger.warning(line)
         self.coco = load_coco(report.data)
-        self.transforms, self.training = transforms, training
+        self.transforms, self.training, self.keep_crowd = transforms, training, keep_crowd
         self._skip = set(report.degenerate)
 
         cat_ids = sorted(self.coco.cats)
@@ -109,6 +112,10 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
         return [a for a in self.coco.imgToAnns.get(image_id, [])
                 if not a.get("iscrowd", 0) and a["id"] not in self._skip]
 
+    def _crowds(self, image_id: int) -> list[dict]:
+        return [a for a in self.coco.imgToAnns.get(image_id, [])
+                if a.get("iscrowd", 0) and a["id"] not in self._skip]
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -131,15 +138,21 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
         info = self.coco.imgs[image_id]
         h, w = info["height"], info["width"]
         anns = self._instances(image_id)
+        crowds = self._crowds(image_id) if self.keep_crowd else []
+        anns = anns + crowds
         if anns:
             masks = torch.from_numpy(np.stack([decode_segmentation(a["segmentation"], h, w) for a in anns]))
         else:
             masks = torch.zeros((0, h, w), dtype=torch.bool)
         labels = torch.tensor([self.cat_id_to_contiguous[a["category_id"]] for a in anns], dtype=torch.int64)
+        iscrowd = torch.arange(len(anns)) >= len(anns) - len(crowds)
         keep = masks.flatten(1).any(dim=1)  # zero-area masks were skipped by validation already
-        masks, labels = masks[keep], labels[keep]
-        return {"masks": masks, "boxes": masks_to_boxes(masks), "labels": labels,
-                "image_id": int(image_id), "orig_size": (h, w), "size": (h, w)}
+        masks, labels, iscrowd = masks[keep], labels[keep], iscrowd[keep]
+        target = {"masks": masks, "boxes": masks_to_boxes(masks), "labels": labels,
+                  "image_id": int(image_id), "orig_size": (h, w), "size": (h, w)}
+        if self.keep_crowd:
+            target["iscrowd"] = iscrowd
+        return target
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         image_id = self.ids[index]

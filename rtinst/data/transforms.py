@@ -2,9 +2,11 @@
 
 ``image`` is a float tensor (3, H, W); ``target`` a dict with ``masks`` (N, H, W) bool,
 ``boxes`` (N, 4) float xyxy, ``labels`` (N,) int64, ``image_id``, ``orig_size`` and ``size``
-(both (h, w)). Geometric transforms move image and masks together (bilinear for the image,
-nearest-exact for masks, both on the same pixel-centre grid, so they stay aligned), drop
-instances whose mask vanished, and recompute ``boxes`` from the masks.
+(both (h, w)); with crowd regions kept, also ``iscrowd`` (N,) bool until
+:class:`rtinst.data.augment.SplitCrowd` moves them to ``crowd_boxes`` (M, 4). Geometric
+transforms move image and masks together (bilinear for the image, nearest-exact for masks,
+both on the same pixel-centre grid, so they stay aligned), drop instances whose mask
+vanished, and recompute ``boxes`` from the masks.
 
 Boxes are in pixel-edge coordinates, like COCO's ``bbox``: a mask covering columns 3..7 has
 x0 = 3, x1 = 8.
@@ -28,7 +30,7 @@ from torchvision.transforms.v2 import functional as F
 Target = dict[str, Any]
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0-255 scale
 IMAGENET_STD = (58.395, 57.12, 57.375)
-PER_INSTANCE_KEYS = ("masks", "boxes", "labels")
+PER_INSTANCE_KEYS = ("masks", "boxes", "labels", "iscrowd")
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -91,6 +93,21 @@ class Compose:
         return "Compose(" + ", ".join(repr(t) for t in self.transforms) + ")"
 
 
+class RandomApply:
+    """Apply ``transform`` (an (image, target) callable) with probability ``p``."""
+
+    def __init__(self, transform: Callable, p: float = 0.5, generator: torch.Generator | None = None):
+        self.transform, self.p, self.generator = transform, p, generator
+
+    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        if _rand(self.generator) >= self.p:
+            return image, target
+        return self.transform(image, target)
+
+    def __repr__(self) -> str:
+        return f"RandomApply({self.transform!r}, p={self.p})"
+
+
 class ResizeShortEdge:
     """Scale so the short edge is ``s`` and the long edge at most ``max_size`` (aspect kept).
 
@@ -142,8 +159,10 @@ class RandomCrop:
 
     ``mode``: "relative" (``size`` = (fh, fw) fractions of the image), "relative_range"
     (fractions drawn uniformly from [fh, 1] and [fw, 1]), "absolute" (``size`` = (h, w)
-    pixels) or "absolute_range" (``size`` = (min, max): both sides drawn in [min, max]
-    pixels). The window is clamped to the image. Applied with probability ``p``.
+    pixels) or "absolute_range" (``size`` = (min, max): the crop height is drawn uniformly
+    from the integers in [min(H, min), min(H, max)], the width likewise with W, as
+    detectron2's ``RandomCrop``). The window is clamped to the image. Applied with
+    probability ``p``.
     """
 
     MODES = ("relative", "relative_range", "absolute", "absolute_range")
@@ -164,7 +183,8 @@ class RandomCrop:
         elif self.mode == "absolute":
             ch, cw = a, b
         else:
-            ch, cw = _randint(int(a), int(b), g), _randint(int(a), int(b), g)
+            ch = _randint(min(h, int(a)), min(h, int(b)), g)
+            cw = _randint(min(w, int(a)), min(w, int(b)), g)
         return min(h, max(1, int(round(ch)))), min(w, max(1, int(round(cw))))
 
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:

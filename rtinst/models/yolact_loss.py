@@ -3,7 +3,10 @@
 Matching (SSD style): IoU of every anchor with every GT box; an anchor is positive when its
 best IoU is >= ``positive_iou`` (0.5), background when < ``negative_iou`` (0.4), neutral
 (ignored) in between; in addition every GT box claims its best anchor as a positive, so
-no GT goes unmatched.
+no GT goes unmatched. Crowd regions (``target["crowd_boxes"]``) are never targets; with
+``crowd_iou_threshold`` < 1 a non-positive anchor lying more than that fraction inside a
+crowd box (intersection / anchor area, the official ``jaccard(..., iscrowd=True)``) is
+neutral, as the official ``match()``. The official configs set the threshold to 1 (off).
 
 Terms (all normalized by the number of positive anchors in the batch, as SSD):
 
@@ -32,8 +35,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import box_iou, roi_align
+from torchvision.ops import box_area, box_iou, roi_align
 
+from rtinst.config import ConfigError
 from rtinst.models.anchors import cxcywh_to_xyxy, encode_boxes
 
 POSITIVE, NEUTRAL, NEGATIVE = 1, -1, 0
@@ -53,14 +57,39 @@ class Matches:
     labels: Tensor
 
 
+def crowd_overlap(anchors_xyxy: Tensor, crowd_boxes: Tensor) -> Tensor:
+    """(A,) the largest fraction of each anchor's area inside any crowd box."""
+    lt = torch.maximum(anchors_xyxy[:, None, :2], crowd_boxes[None, :, :2])
+    rb = torch.minimum(anchors_xyxy[:, None, 2:], crowd_boxes[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=2)  # (A, M)
+    area = box_area(anchors_xyxy).clamp(min=1e-12)
+    return (inter / area[:, None]).max(dim=1).values
+
+
 def match_anchors(anchors_xyxy: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
-                  positive_iou: float = 0.5, negative_iou: float = 0.4) -> Matches:
-    """Match anchors to GT boxes with the positive / negative IoU thresholds (see module doc)."""
+                  positive_iou: float = 0.5, negative_iou: float = 0.4,
+                  crowd_boxes: Tensor | None = None, crowd_iou_threshold: float = 1.0) -> Matches:
+    """Match anchors to GT boxes with the positive / negative IoU thresholds; crowd boxes
+    make overlapping non-positive anchors neutral (see module doc)."""
     num_anchors = anchors_xyxy.shape[0]
     device = anchors_xyxy.device
     if gt_boxes.shape[0] == 0:
         zeros = torch.zeros(num_anchors, dtype=torch.int64, device=device)
-        return Matches(zeros.clone(), zeros.clone(), zeros.clone())
+        m = Matches(zeros.clone(), zeros.clone(), zeros.clone())
+    else:
+        m = _match_gt(anchors_xyxy, gt_boxes, gt_labels, positive_iou, negative_iou)
+    if crowd_boxes is not None and crowd_boxes.shape[0] and crowd_iou_threshold < 1:
+        over = crowd_overlap(anchors_xyxy, crowd_boxes.to(anchors_xyxy.dtype))
+        neutral = (m.state != POSITIVE) & (over > crowd_iou_threshold)
+        m.state[neutral] = NEUTRAL
+        m.labels[neutral] = NEUTRAL
+    return m
+
+
+def _match_gt(anchors_xyxy: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
+              positive_iou: float, negative_iou: float) -> Matches:
+    num_anchors = anchors_xyxy.shape[0]
+    device = anchors_xyxy.device
     iou = box_iou(anchors_xyxy, gt_boxes.to(anchors_xyxy.dtype))  # (A, N)
     best_iou, best_gt = iou.max(dim=1)
     # Every GT keeps its best anchor (forced positive). If two GTs pick the same anchor,
@@ -149,8 +178,12 @@ class YolactLoss:
             valid = (gt_boxes[:, 2] > gt_boxes[:, 0]) & (gt_boxes[:, 3] > gt_boxes[:, 1])
             if not bool(valid.all()):  # zero-size boxes cannot be matched or encoded
                 gt_boxes, gt_labels, gt_masks = gt_boxes[valid], gt_labels[valid], gt_masks[valid]
+            crowd_boxes = target.get("crowd_boxes")
+            if crowd_boxes is None and cfg.crowd_iou_threshold < 1:
+                raise ConfigError("model.crowd_iou_threshold < 1 needs the crowd regions in the "
+                                  "training targets: set data.keep_crowd=true")
             m = match_anchors(anchors_xyxy, gt_boxes, gt_labels, cfg.positive_iou,
-                              cfg.negative_iou)
+                              cfg.negative_iou, crowd_boxes, cfg.crowd_iou_threshold)
             pos = m.state == POSITIVE
             num_pos = int(pos.sum())
             num_pos_total += num_pos
