@@ -61,9 +61,13 @@ class BackboneConfig:
     name: BackboneName = "resnet50"
     resnet_d: bool = False  # ResNet-d: deep stem + avg-pool shortcut downsampling ("R50-d")
     dcn_stages: list[int] = field(default_factory=list)  # stages (2..5) with deformable 3x3 convs
+    # DCNv2 (modulated, the default runs were costed with) or DCNv1 (false): the official
+    # R50-d-DCN models use DCNv1 on stages 4-5 (detectron2's DEFORM_MODULATED=False).
+    dcn_modulated: bool = field(default=True, metadata=HASHED_IF_SET)
     frozen_bn: bool = True
-    # "auto": ImageNet weights from a local file / torch cache when present (else from
-    # scratch, with a message); a path: that file; "none": from scratch.
+    # "auto": ImageNet weights from the torch / Hugging Face cache when present (torchvision's
+    # ResNet, timm's ResNet-d), else from scratch with a warning (an error at the coco
+    # preset); a path: that file; "none": from scratch.
     pretrained: str = "auto"
 
 
