@@ -234,6 +234,11 @@ class TrainConfig:
     lr: float = field(default=1e-4, metadata=_min(0.0))
     momentum: float = field(default=0.9, metadata=_min(0.0))
     weight_decay: float = field(default=0.05, metadata=_min(0.0))
+    # detectron2's WEIGHT_DECAY_NORM / WEIGHT_DECAY_EMBED: weight decay of norm layers' weights
+    # and biases / of nn.Embedding tables; null = weight_decay (as the committed tiny runs).
+    # Official: 0 and 0 in FastInst, 0 on norms in SparseInst, null in YOLACT (coco presets).
+    weight_decay_norm: Optional[float] = field(default=None, metadata=_min(0.0, **HASHED_IF_SET))
+    weight_decay_embed: Optional[float] = field(default=None, metadata=_min(0.0, **HASHED_IF_SET))
     backbone_lr_mult: float = field(default=0.1, metadata=_min(0.0))
     # More per-module multipliers of lr, by parameter-name prefix (a module path), e.g.
     # {decoder.inst_branch.iam_conv: 10}; the longest matching prefix wins over
