@@ -104,6 +104,10 @@ class YolactConfig:
     nms: Literal["fast", "standard", "cluster", "matrix"] = "fast"
     nms_iou_threshold: float = field(default=0.5, metadata=_min(0.0))
     nms_top_k: int = field(default=200, metadata=_min(1))
+    # Fast NMS: true = the paper, every (anchor, class) pair needs score > score_threshold (the
+    # committed tiny runs); false = the released code's default second_threshold=False: the
+    # threshold keeps anchors (max class score), each then ranks in every class's top-k.
+    second_threshold: bool = field(default=True, metadata=HASHED_IF_SET)
     score_threshold: float = field(default=0.05, metadata=_min(0.0))
     max_detections: int = field(default=100, metadata=_min(1))
 
