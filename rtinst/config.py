@@ -61,9 +61,13 @@ class BackboneConfig:
     name: BackboneName = "resnet50"
     resnet_d: bool = False  # ResNet-d: deep stem + avg-pool shortcut downsampling ("R50-d")
     dcn_stages: list[int] = field(default_factory=list)  # stages (2..5) with deformable 3x3 convs
+    # DCNv2 (modulated, the default runs were costed with) or DCNv1 (false): the official
+    # R50-d-DCN models use DCNv1 on stages 4-5 (detectron2's DEFORM_MODULATED=False).
+    dcn_modulated: bool = field(default=True, metadata=HASHED_IF_SET)
     frozen_bn: bool = True
-    # "auto": ImageNet weights from a local file / torch cache when present (else from
-    # scratch, with a message); a path: that file; "none": from scratch.
+    # "auto": ImageNet weights from the torch / Hugging Face cache when present (torchvision's
+    # ResNet, timm's ResNet-d), else from scratch with a warning (an error at the coco
+    # preset); a path: that file; "none": from scratch.
     pretrained: str = "auto"
 
 
@@ -104,6 +108,10 @@ class YolactConfig:
     nms: Literal["fast", "standard", "cluster", "matrix"] = "fast"
     nms_iou_threshold: float = field(default=0.5, metadata=_min(0.0))
     nms_top_k: int = field(default=200, metadata=_min(1))
+    # Fast NMS: true = the paper, every (anchor, class) pair needs score > score_threshold (the
+    # committed tiny runs); false = the released code's default second_threshold=False: the
+    # threshold keeps anchors (max class score), each then ranks in every class's top-k.
+    second_threshold: bool = field(default=True, metadata=HASHED_IF_SET)
     score_threshold: float = field(default=0.05, metadata=_min(0.0))
     max_detections: int = field(default=100, metadata=_min(1))
 
@@ -255,6 +263,11 @@ class TrainConfig:
     lr: float = field(default=1e-4, metadata=_min(0.0))
     momentum: float = field(default=0.9, metadata=_min(0.0))
     weight_decay: float = field(default=0.05, metadata=_min(0.0))
+    # detectron2's WEIGHT_DECAY_NORM / WEIGHT_DECAY_EMBED: weight decay of norm layers' weights
+    # and biases / of nn.Embedding tables; null = weight_decay (as the committed tiny runs).
+    # Official: 0 and 0 in FastInst, 0 on norms in SparseInst, null in YOLACT (coco presets).
+    weight_decay_norm: Optional[float] = field(default=None, metadata=_min(0.0, **HASHED_IF_SET))
+    weight_decay_embed: Optional[float] = field(default=None, metadata=_min(0.0, **HASHED_IF_SET))
     backbone_lr_mult: float = field(default=0.1, metadata=_min(0.0))
     # More per-module multipliers of lr, by parameter-name prefix (a module path), e.g.
     # {decoder.inst_branch.iam_conv: 10}; the longest matching prefix wins over

@@ -8,6 +8,7 @@ floats for comparisons so that ``x > t`` means the real-number comparison.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,6 +113,22 @@ def ref_fast_literal(boxes, scores, score_threshold=0.05, iou_threshold=0.5, top
     return ref_merge(out, max_detections)
 
 
+def ref_fast_released(boxes, scores, score_threshold=0.05, iou_threshold=0.5, top_k=200,
+                      max_detections=100):
+    """The released YOLACT code's Fast NMS (second_threshold=False): anchors whose max class
+    score > threshold; per class all of them sorted by score, top_k, then as the paper."""
+    anchors = [a for a in range(scores.shape[0]) if bool(scores[a].max() > score_threshold)]
+    out = []
+    for c in range(scores.shape[1]):
+        cand = sorted(anchors, key=lambda a: (-scores[a, c].item(), a))[:top_k]
+        n = len(cand)
+        iou = _iou_table(boxes, cand)
+        for j in range(n):
+            if max((iou[i][j] for i in range(j)), default=0.0) <= iou_threshold:
+                out.append((scores[cand[j], c].item(), cand[j], c))
+    return ref_merge(out, max_detections)
+
+
 def ref_matrix(boxes, scores, kernel="gaussian", sigma=2.0, form="paper", score_threshold=0.05,
                top_k=200, update_threshold=0.05, max_detections=100):
     """SOLOv2: decay_j = min_{i: s_i > s_j} f(iou_ij) / f(iou_{.,i}),
@@ -196,6 +213,35 @@ def test_fast_equals_literal_paper_reference(seed, a, c, top_k, t, clustered):
         f_set = set(fast.indices[fast.labels == cls].tolist())
         s_set = set(std.indices[std.labels == cls].tolist())
         assert f_set <= s_set
+
+
+@pytest.mark.parametrize("seed,a,c,top_k,t,clustered", CASES)
+def test_fast_without_second_threshold_equals_released_code_reference(seed, a, c, top_k, t, clustered):
+    boxes, scores = random_inputs(seed, a, c, clustered)
+    kw = dict(score_threshold=0.05, iou_threshold=t, top_k=top_k, max_detections=-1)
+    fast = fast_nms(boxes, scores, second_threshold=False, **kw)
+    assert as_list(fast) == ref_fast_released(boxes, scores, **kw)
+    check_det(fast, boxes, scores)
+    assert as_list(nms("fast", boxes, scores, second_threshold=False, **kw)) == as_list(fast)
+
+
+def test_second_threshold_false_ranks_low_scores_and_lets_them_suppress():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]])
+    # anchor 0 is a candidate through class 0 only; in class 1 it scores 0.03 (< 0.05)
+    scores = torch.tensor([[0.9, 0.03], [0.01, 0.02], [0.02, 0.6]])
+    paper = fast_nms(boxes, scores)  # second_threshold=True
+    assert as_list(paper) == [(pytest.approx(0.9), 0, 0), (pytest.approx(0.6), 2, 1)]
+    released = fast_nms(boxes, scores, second_threshold=False)
+    # anchor 1 has no candidate class (max 0.02): never ranks. Anchor 0 enters class 1 with
+    # 0.03 and is returned; anchor 2 enters class 0 with 0.02 (no overlap): returned too.
+    assert as_list(released) == [(pytest.approx(0.9), 0, 0), (pytest.approx(0.6), 2, 1),
+                                 (pytest.approx(0.03), 0, 1), (pytest.approx(0.02), 2, 0)]
+    # a low-scored box suppresses: anchor 1 now a candidate via class 1 (0.2)
+    scores = torch.tensor([[0.9, 0.03], [0.01, 0.2], [0.02, 0.6]])
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 0, 11, 10], [0.5, 0, 10.5, 10]])
+    released = fast_nms(boxes, scores, second_threshold=False, max_detections=-1)
+    assert (0, 1) not in [(i, l) for _, i, l in as_list(released)]  # suppressed by anchor 2 (0.6)
+    assert (1, 0) not in [(i, l) for _, i, l in as_list(released)]  # by anchor 0 (0.9)
 
 
 def test_cluster_on_many_heavily_overlapping_boxes():
@@ -460,3 +506,29 @@ def test_cuda_matches_cpu(kind):
     assert cpu.indices.tolist() == gpu.indices.cpu().tolist()
     assert cpu.labels.tolist() == gpu.labels.cpu().tolist()
     assert torch.allclose(cpu.scores, gpu.scores.cpu())
+
+
+@pytest.mark.parametrize("second_threshold", [True, False])
+def test_yolact_passes_second_threshold_to_fast_nms(second_threshold):
+    from test_yolact import make_batch, small_cfg
+
+    from rtinst.config import load_config
+    from rtinst.models.yolact import Yolact
+
+    torch.manual_seed(0)
+    model = Yolact(small_cfg(second_threshold=second_threshold)).eval()
+    images = make_batch(1)[0]
+    with torch.no_grad():
+        boxes, scores = model.nms_inputs(images)
+        # a threshold some anchors pass, so that both variants have candidates
+        thr = float(scores[0].amax(1).quantile(0.9))
+        model.cfg.score_threshold = thr
+        out = model(images, None)[0]
+    ref = fast_nms(boxes[0], scores[0], score_threshold=thr, second_threshold=second_threshold)
+    assert out["scores"].numel() > 0
+    assert torch.equal(out["scores"], ref.scores) and torch.equal(out["labels"], ref.labels)
+    # the released code's variant returns scores below the threshold, the paper's never
+    assert bool((out["scores"] <= thr).any()) == (not second_threshold)
+    yolact_configs = Path(__file__).resolve().parents[1] / "rtinst" / "configs" / "yolact"
+    assert not load_config(yolact_configs / "coco.yaml").model.second_threshold  # official
+    assert load_config(yolact_configs / "tiny.yaml").model.second_threshold  # the tiny runs

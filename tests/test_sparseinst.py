@@ -11,7 +11,7 @@ from torchvision.ops import DeformConv2d
 from rtinst.config import BackboneConfig, SparseInstConfig, load_config
 from rtinst.errors import UserError
 from rtinst.models import build_model
-from rtinst.models.backbones import ModulatedDeformConv2d
+from rtinst.models.backbones import DeformConv2d as BackboneDCN
 from rtinst.models.necks import FPN, PPM, InstanceContextEncoder
 from rtinst.models.sparseinst import (
     CrossAttentionInstanceBranch,
@@ -380,9 +380,9 @@ def test_backbone_variants_build():
     cfg = small_cfg(backbone=BackboneConfig(name="resnet50", resnet_d=True, dcn_stages=[5],
                                             pretrained="none"))
     model = SparseInst(cfg)
-    assert len(model.backbone.stem[0]) == 9  # ResNet-d deep stem (3 x conv-bn-relu)
-    assert isinstance(model.backbone.res5[0].conv2, ModulatedDeformConv2d)
-    assert not isinstance(model.backbone.res4[0].conv2, ModulatedDeformConv2d)
+    assert len(model.backbone.stem[0]) == 7  # ResNet-d deep stem convs (timm's conv1)
+    assert isinstance(model.backbone.res5[0].conv2, BackboneDCN)
+    assert not isinstance(model.backbone.res4[0].conv2, BackboneDCN)
     assert model.encoder.fpn.laterals[-1][0].in_channels == 2048
 
 

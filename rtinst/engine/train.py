@@ -28,6 +28,7 @@ from rtinst.errors import UserError
 from rtinst.records import CURVE_NAME, RunRecord, write_record
 from rtinst.io import atomic_write_json, file_sha256
 from rtinst.models import build_model
+from rtinst.models.backbones import check_pretrained
 from rtinst.provenance import provenance
 
 
@@ -147,6 +148,7 @@ def run_training(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> 
     run_dir = Path(run_dir)
     device, rank = init_distributed(resolve_device(cfg.device))
     # Everything that can fail on bad input fails here, before any long work.
+    check_pretrained(cfg.model.backbone, cfg.preset)
     train_set = build_dataset(cfg.data, "train", progress)
     val_set = build_dataset(cfg.data, "val", progress)
     if cfg.model.num_classes != train_set.num_classes:

@@ -2,16 +2,25 @@
 
 - ResNet-50/101 from torchvision (v1.5: stride in the 3x3 conv).
 - ``resnet_d``: ResNet-d of "Bag of Tricks" (He et al. 2019), the "R50-d" of SparseInst and
-  FastInst: a deep stem of three 3x3 convs (32, 32, 64 channels) instead of the 7x7 conv,
-  and shortcut downsampling by 2x2 average pooling followed by a stride-1 1x1 conv.
-- ``dcn_stages``: the 3x3 conv of every bottleneck in those stages (2..5) becomes a
-  modulated deformable conv (DCNv2, the "-DCN" of the papers) via
-  ``torchvision.ops.deform_conv2d``; offsets and masks start at zero / 0.5 so that a fresh
-  DCN behaves like its plain conv.
+  FastInst, laid out as timm's ``resnet50d`` (so its ImageNet file loads key for key): a
+  deep stem of three 3x3 convs (32, 32, 64 channels) instead of the 7x7 conv, and shortcut
+  downsampling by 2x2 average pooling followed by a stride-1 1x1 conv.
+- ``dcn_stages``: the 3x3 conv of every bottleneck in those stages (2..5 = res2..res5, i.e.
+  torchvision's layer1..layer4) becomes a deformable conv via
+  ``torchvision.ops.deform_conv2d``: DCNv1 (offsets only) or, with ``dcn_modulated``, DCNv2
+  (offsets and a sigmoid mask). The official R50-d-DCN models use DCNv1 on res4/res5
+  (detectron2's ``DEFORM_ON_PER_STAGE=[F, F, T, T]``, ``DEFORM_MODULATED=False``). The
+  offset predictors start at zero (mask 0.5), so a fresh DCN behaves like its plain conv
+  (x0.5 for DCNv2), and they have no ImageNet counterpart.
 - ``frozen_bn``: torchvision's ``FrozenBatchNorm2d`` (the papers train with frozen BN).
-- ImageNet weights: ``pretrained="auto"`` uses torchvision's cached file when it is present
-  and otherwise trains from scratch with a message; a path loads that file;
-  ``"none"`` is from scratch. Nothing is ever downloaded.
+- ImageNet weights: ``pretrained="auto"`` looks for the file the official code starts from:
+  torchvision's ``resnet50/101`` checkpoint, or for ResNet-d timm's ``resnet50d/101d``
+  (in torch's hub cache under its release name, or in the Hugging Face cache where
+  ``timm.create_model(..., pretrained=True)`` puts it). When it is absent the backbone
+  trains from scratch with a warning, except at the ``coco`` preset where
+  :func:`check_pretrained` makes that an error before any work. A path loads that file;
+  ``"none"`` is from scratch. Nothing is ever downloaded. Loading is strict: every trunk
+  parameter must come from the file (only DCN offset predictors may be absent).
 - ``tiny``: a small, fast ResNet (BasicBlocks, 32..256 channels) for the CPU ``tiny``
   preset, initialized from rtinst's committed pretrained weights when present.
 """
@@ -36,54 +45,74 @@ STAGE_NAMES = ("res3", "res4", "res5")
 TINY_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "tiny_backbone.pt"
 
 
-class ModulatedDeformConv2d(nn.Module):
-    """DCNv2: a 3x3 conv sampling at learned offsets, each sample weighted by a learned mask."""
+# ImageNet checkpoints of timm's ResNet-d (the files SparseInst and FastInst start from), by
+# depth: (release file name in torch's hub cache, Hugging Face repo of timm >= 0.9).
+TIMM_RESNET_D = {50: ("resnet50d_ra2-464e36ba.pth", "timm/resnet50d.ra2_in1k"),
+                 101: ("resnet101d_ra2-2803ffab.pth", "timm/resnet101d.ra2_in1k")}
+
+
+class WeightsMismatchError(UserError):
+    """A backbone weights file does not fit the configured backbone."""
+
+
+class MissingWeightsError(UserError):
+    """``pretrained`` names weights that are not on this machine."""
+
+
+class DeformConv2d(nn.Module):
+    """A 3x3 conv sampling at learned offsets: DCNv1 (Dai et al. 2017) or, ``modulated``,
+    DCNv2 (Zhu et al. 2019), where each sample is also weighted by a learned mask."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1,
-                 kernel_size: int = 3):
+                 kernel_size: int = 3, modulated: bool = True):
         super().__init__()
-        self.stride, self.dilation = stride, dilation
+        self.stride, self.dilation, self.modulated = stride, dilation, modulated
         self.padding = dilation * (kernel_size - 1) // 2
+        # named like the conv it replaces, so ImageNet weights load into it
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         nn.init.kaiming_uniform_(self.weight, a=1)
-        # 2 offsets + 1 mask logit per kernel position, predicted from the input.
-        self.offset_mask = nn.Conv2d(in_channels, 3 * kernel_size * kernel_size, kernel_size,
-                                     stride, self.padding, dilation)
-        nn.init.zeros_(self.offset_mask.weight)
-        nn.init.zeros_(self.offset_mask.bias)
+        # 2 offsets (+ 1 mask logit for DCNv2) per kernel position, predicted from the input.
+        per_position = 3 if modulated else 2
+        self.conv_offset = nn.Conv2d(in_channels, per_position * kernel_size * kernel_size,
+                                     kernel_size, stride, self.padding, dilation)
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        om = self.offset_mask(x)
-        k = om.shape[1] // 3
-        offset, mask = om[:, : 2 * k], om[:, 2 * k:].sigmoid()
-        return deform_conv2d(x, offset, self.weight, stride=self.stride, padding=self.padding,
+        om = self.conv_offset(x)
+        mask = None
+        if self.modulated:
+            k = om.shape[1] // 3
+            om, mask = om[:, : 2 * k], om[:, 2 * k:].sigmoid()
+        return deform_conv2d(x, om, self.weight, stride=self.stride, padding=self.padding,
                              dilation=self.dilation, mask=mask)
 
 
-def _deep_stem(norm: type[nn.Module]) -> nn.Sequential:
-    def conv_bn(cin: int, cout: int, stride: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), norm(cout), nn.ReLU(inplace=True)]
+def _deep_stem_convs(norm: type[nn.Module]) -> nn.Sequential:
+    """ResNet-d stem up to its last conv (timm's ``conv1``; its norm is ``bn1``)."""
+    def conv(cin: int, cout: int, stride: int) -> nn.Conv2d:
+        return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
 
-    return nn.Sequential(*conv_bn(3, 32, 2), *conv_bn(32, 32, 1), *conv_bn(32, 64, 1))
+    return nn.Sequential(conv(3, 32, 2), norm(32), nn.ReLU(inplace=True),
+                         conv(32, 32, 1), norm(32), nn.ReLU(inplace=True), conv(32, 64, 1))
 
 
 def _avgpool_downsample(block: nn.Module, norm: type[nn.Module]) -> None:
-    """ResNet-d shortcut: 2x2 avg-pool then a stride-1 1x1 conv, instead of a stride-2 1x1 conv."""
+    """ResNet-d shortcut: 2x2 avg-pool then a stride-1 1x1 conv, instead of a stride-2 1x1
+    conv (stride-1 shortcuts get an identity in the pool's place, as in timm)."""
     conv = block.downsample[0]
-    if conv.stride == (1, 1):
-        return
+    pool = (nn.Identity() if conv.stride == (1, 1) else
+            nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False))
     block.downsample = nn.Sequential(
-        nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False),
-        nn.Conv2d(conv.in_channels, conv.out_channels, 1, 1, bias=False),
-        norm(conv.out_channels),
-    )
+        pool, nn.Conv2d(conv.in_channels, conv.out_channels, 1, 1, bias=False),
+        norm(conv.out_channels))
 
 
 class ResNetBackbone(nn.Module):
     """torchvision ResNet trunk up to layer4, returning res3/res4/res5."""
 
     def __init__(self, depth: int = 50, resnet_d: bool = False, dcn_stages: tuple[int, ...] = (),
-                 frozen_bn: bool = True):
+                 frozen_bn: bool = True, dcn_modulated: bool = True):
         super().__init__()
         builders = {50: torchvision.models.resnet50, 101: torchvision.models.resnet101}
         if depth not in builders:
@@ -94,7 +123,8 @@ class ResNetBackbone(nn.Module):
         norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
         net = builders[depth](weights=None, norm_layer=norm)
         if resnet_d:
-            self.stem = nn.Sequential(_deep_stem(norm), net.maxpool)
+            self.stem = nn.Sequential(_deep_stem_convs(norm), norm(64), nn.ReLU(inplace=True),
+                                      net.maxpool)
         else:
             self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.res2, self.res3, self.res4, self.res5 = net.layer1, net.layer2, net.layer3, net.layer4
@@ -104,8 +134,9 @@ class ResNetBackbone(nn.Module):
                     _avgpool_downsample(block, norm)
                 if stage_index in dcn_stages:
                     c = block.conv2
-                    block.conv2 = ModulatedDeformConv2d(c.in_channels, c.out_channels,
-                                                        c.stride[0], c.dilation[0])
+                    block.conv2 = DeformConv2d(c.in_channels, c.out_channels, c.stride[0],
+                                               c.dilation[0], modulated=dcn_modulated)
+        self.depth, self.resnet_d = depth, resnet_d
         self.out_channels = {"res3": 512, "res4": 1024, "res5": 2048}
         self.strides = {"res3": 8, "res4": 16, "res5": 32}
 
@@ -162,54 +193,122 @@ def torchvision_cache_file(depth: int) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def load_weights(backbone: nn.Module, path: str | Path) -> dict[str, list[str]]:
-    """Load a state dict (plain or torchvision's, with ``conv1``/``layer1`` names) into ``backbone``.
+def timm_resnet_d_files(depth: int) -> list[Path]:
+    """Where timm's ImageNet ResNet-d (``resnet50d`` / ``resnet101d``) file may be, in order:
+    torch's hub cache under the release name (the file the official configs name), then the
+    Hugging Face cache (no network access: ``try_to_load_from_cache`` only reads the cache)."""
+    filename, repo = TIMM_RESNET_D[depth]
+    found = [Path(torch.hub.get_dir()) / "checkpoints" / filename]
+    from huggingface_hub import try_to_load_from_cache
 
-    Returns the missing and unexpected keys; classifier (``fc``) keys are dropped silently.
-    ResNet-d's deep stem / avg-pool shortcuts have no ImageNet counterpart in torchvision's
-    weights, so those layers stay randomly initialized (listed as missing).
-    """
-    path = Path(path)
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        cached = try_to_load_from_cache(repo, name)
+        if isinstance(cached, str):
+            found.append(Path(cached))
+    return found
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise UserError(f"{path}: backbone weights file not found")
+        raise MissingWeightsError(f"{path}: backbone weights file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, pickle with code, ...
         raise UserError(f"{path}: cannot load backbone weights ({type(e).__name__}: {e})") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
+    if not isinstance(state, dict):
+        raise WeightsMismatchError(f"{path}: not a state dict ({type(state).__name__})")
+    return state
+
+
+def _describe(backbone: nn.Module) -> str:
+    if isinstance(backbone, TinyBackbone):
+        return "the tiny backbone"
+    return f"this ResNet{'-d' if backbone.resnet_d else ''}-{backbone.depth}"
+
+
+def _sample(keys: list[str]) -> str:
+    return ", ".join(keys[:3]) + (f", ... ({len(keys)})" if len(keys) > 3 else "")
+
+
+def load_weights(backbone: nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Load a state dict into ``backbone``, strictly: rtinst's own names, torchvision's
+    (``conv1``/``bn1``/``layer1``..) or timm's (the same names; ResNet-d's deep stem is
+    ``conv1.0..6`` + ``bn1``). Classifier (``fc``) keys and BN step counters are ignored;
+    only DCN offset predictors may be absent from the file. Anything else that does not
+    fit is a :class:`WeightsMismatchError` naming the file and the first offending keys.
+
+    Returns ``{"missing": [...]}``: the DCN offset parameters left at their zero init.
+    """
+    path = Path(path)
+    state = _read_state_dict(path)
     rename = {"conv1.": "stem.0.", "bn1.": "stem.1.", "layer1.": "res2.", "layer2.": "res3.",
               "layer3.": "res4.", "layer4.": "res5."}
     mapped = {}
     for key, value in state.items():
-        if key.startswith("fc."):
+        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
             continue
         for old, new in rename.items():
             if key.startswith(old) and not any(key.startswith(n) for n in rename.values()):
                 key = new + key[len(old):]
                 break
         mapped[key] = value
-    own = backbone.state_dict()
-    shape_mismatch = [k for k, v in mapped.items() if k in own and own[k].shape != v.shape]
-    for k in shape_mismatch:  # e.g. a 7x7 stem conv into ResNet-d's deep stem
-        mapped.pop(k)
-    result = backbone.load_state_dict(mapped, strict=False)
-    if not set(own) & set(mapped):
-        raise UserError(f"{path}: no parameter matches this backbone; wrong weights file?")
-    return {"missing": list(result.missing_keys),
-            "unexpected": list(result.unexpected_keys) + shape_mismatch}
+    own = {k: v for k, v in backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
+    offsets = sorted(k for k in own if ".conv_offset." in k)  # no ImageNet counterpart
+    missing = sorted(set(own) - set(mapped) - set(offsets))
+    unexpected = sorted(set(mapped) - set(own))
+    shapes = sorted(k for k in set(own) & set(mapped) if own[k].shape != mapped[k].shape)
+    if missing or unexpected or shapes:
+        parts = [f"{len(x)} {what} ({_sample(x)})" for x, what in
+                 ((missing, "missing"), (unexpected, "unexpected"), (shapes, "of another shape"))
+                 if x]
+        hint = ("" if isinstance(backbone, TinyBackbone) else
+                "; ResNet-d needs timm's resnet50d/101d file, a plain ResNet torchvision's")
+        raise WeightsMismatchError(f"{path}: does not fit {_describe(backbone)}: "
+                                   f"{', '.join(parts)} parameter keys{hint}")
+    backbone.load_state_dict(mapped, strict=False)
+    return {"missing": offsets}
 
 
 def resolve_pretrained(cfg: BackboneConfig) -> Path | None:
     """The weights file ``cfg.pretrained`` means here (None: from scratch). For ``auto`` the
-    file may not exist (then the backbone trains from scratch, with a warning)."""
+    file may not exist (see :func:`check_pretrained`); then it is the first place looked at."""
     if cfg.pretrained == "none":
         return None
     if cfg.pretrained != "auto":
         return Path(cfg.pretrained)
     if cfg.name == "tiny":
         return TINY_WEIGHTS
-    return torchvision_cache_file(int(cfg.name.removeprefix("resnet")))
+    depth = int(cfg.name.removeprefix("resnet"))
+    if cfg.resnet_d:
+        candidates = timm_resnet_d_files(depth)
+        return next((p for p in candidates if p.is_file()), candidates[0])
+    return torchvision_cache_file(depth)
+
+
+def check_pretrained(cfg: BackboneConfig, preset: str) -> None:
+    """Fail before any work when the weights ``cfg.pretrained`` names are not here: a
+    missing path always, and ``auto`` without ImageNet weights at the ``coco`` preset (the
+    papers' models start from ImageNet; training one from scratch must be asked for)."""
+    path = resolve_pretrained(cfg)
+    if path is None or path.is_file():
+        return
+    if cfg.pretrained != "auto":
+        raise MissingWeightsError(f"model.backbone.pretrained: {path}: backbone weights file not found")
+    if preset != "coco":
+        return
+    what = (f"timm's resnet{cfg.name.removeprefix('resnet')}d" if cfg.resnet_d
+            else f"torchvision's {cfg.name}")
+    raise MissingWeightsError(
+        f"model.backbone.pretrained=auto: no ImageNet weights ({what}) at {path}; put the file "
+        f"there, set model.backbone.pretrained=PATH, or model.backbone.pretrained=none to "
+        f"train from scratch on purpose")
 
 
 @functools.lru_cache(maxsize=32)
@@ -235,7 +334,8 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
         backbone: nn.Module = TinyBackbone(frozen_bn=cfg.frozen_bn)
     else:
         depth = int(cfg.name.removeprefix("resnet"))
-        backbone = ResNetBackbone(depth, cfg.resnet_d, tuple(cfg.dcn_stages), cfg.frozen_bn)
+        backbone = ResNetBackbone(depth, cfg.resnet_d, tuple(cfg.dcn_stages), cfg.frozen_bn,
+                                  cfg.dcn_modulated)
     backbone.init_source = "scratch"  # recorded in run records
     path = resolve_pretrained(cfg)
     if path is None:

@@ -281,12 +281,25 @@ class SparseInstPostprocess(nn.Module):
         return results
 
 
+def mean_num_instances(local: int, device: torch.device) -> float:
+    """The loss normaliser: matched instances of this process's batch, averaged over the
+    processes of a DDP run (all_reduce / world size, as the official code does) and clamped
+    to >= 1, so that every process divides by the same number."""
+    n = float(local)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        t = torch.tensor([n], dtype=torch.float32, device=device)
+        torch.distributed.all_reduce(t)
+        n = t.item() / torch.distributed.get_world_size()
+    return max(n, 1.0)
+
+
 class SparseInstCriterion:
     """Bipartite-matching loss: focal classes, dice / BCE / focal masks, objectness on IoUs.
 
     Matching per image maximises ``p^(1-alpha) * DICE^alpha`` on 1/4-res masks (targets
     bilinearly downsampled to the prediction grid). Losses: sigmoid focal (0.25, 2) over all
-    N x K logits / num matched instances; dice (squared denominator) / num instances;
+    N x K logits / num matched instances (averaged over DDP processes:
+    :func:`mean_num_instances`); dice (squared denominator) / num instances;
     pixel BCE and pixel focal as means over the matched masks' pixels; objectness on the
     matched predictions only, target IoU(sigmoid(pred) >= 0.4, gt > 0.5), BCE (ce) or L1 on
     the sigmoid. Terms with weight 0 are skipped.
@@ -321,7 +334,7 @@ class SparseInstCriterion:
             src_idx.append(rows + i * n)
             tgt_masks.append(tm[cols])
         src_idx_t = torch.cat(src_idx)
-        num_inst = max(float(src_idx_t.numel()), 1.0)
+        num_inst = mean_num_instances(src_idx_t.numel(), logits.device)
         src = pred_masks.flatten(0, 1)[src_idx_t]
         tgt = torch.cat(tgt_masks)
         losses = {"loss_cls": cfg.class_weight * sigmoid_focal_loss(logits, cls_target,

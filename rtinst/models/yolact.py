@@ -20,7 +20,8 @@ Architecture (paper Sec. 3-5, REFERENCE_FACTS):
 
 Inference (eval mode): softmax over K+1, drop the background column, decode boxes (clipped
 to the input), NMS of ``cfg.nms`` (Fast NMS by default: score > 0.05, top 200 per class,
-IoU 0.5, 100 detections) via ``rtinst.ops.nms.nms``, then masks = sigmoid(P C^T) of the
+IoU 0.5, 100 detections; ``cfg.second_threshold=False``, the released code's default, thresholds
+only each anchor's best class score) via ``rtinst.ops.nms.nms``, then masks = sigmoid(P C^T) of the
 detections at prototype resolution, cropped by the predicted box (cells overlapping it).
 The engine upsamples ``mask_probs`` to the padded input and thresholds at 0.5.
 """
@@ -216,12 +217,13 @@ class Yolact(nn.Module):
         h, w = proto_size
         boxes_all, scores_all = self.decode(cls, box, anchors, image_size)
         grid_scale = boxes_all.new_tensor([width / w, height / h, width / w, height / h])
+        nms_kwargs = {"second_threshold": cfg.second_threshold} if cfg.nms == "fast" else {}
         results = []
         for b in range(cls.shape[0]):
             det = nms_ops.nms(cfg.nms, boxes_all[b], scores_all[b],
                               score_threshold=cfg.score_threshold,
                               iou_threshold=cfg.nms_iou_threshold, top_k=cfg.nms_top_k,
-                              max_detections=cfg.max_detections)
+                              max_detections=cfg.max_detections, **nms_kwargs)
             coeffs = det.select(mask[b])
             grid_boxes = det.boxes / grid_scale
             region = crop_region(grid_boxes, h, w)

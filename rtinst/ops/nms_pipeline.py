@@ -4,7 +4,9 @@ selection (steps 1-2), and merging the survivors (step 4); the variants differ o
 Shared pipeline (all variants)
 ------------------------------
 1. Candidates: an (anchor, class) pair is a candidate when ``score > score_threshold``
-   (scores ``<=`` the threshold, and NaN scores, are dropped).
+   (scores ``<=`` the threshold, and NaN scores, are dropped). Fast NMS with
+   ``second_threshold=False`` (the released YOLACT code) thresholds anchors instead: every
+   pair of an anchor whose best class scores ``> score_threshold`` is a candidate.
 2. Per class, the ``top_k`` candidates by score are kept (``torch.topk`` on the transposed,
    thresholded score matrix, restricted to anchors that have a candidate in some class --
    never a full sort of all ``A`` anchors).
@@ -128,9 +130,15 @@ class Candidates(NamedTuple):
 
 
 def select_candidates(
-    boxes: Tensor, scores: Tensor, score_threshold: float, top_k: int
+    boxes: Tensor, scores: Tensor, score_threshold: float, top_k: int,
+    per_class_threshold: bool = True,
 ) -> Candidates | None:
-    """Steps 1-2 of the pipeline: threshold, then per-class top-k (deterministic ties)."""
+    """Steps 1-2 of the pipeline: threshold, then per-class top-k (deterministic ties).
+
+    ``per_class_threshold=False`` is the released YOLACT code's Fast NMS
+    (``second_threshold=False``): the threshold selects *anchors* (max class score >
+    threshold) and each such anchor then ranks in every class with its score there, however
+    low (NaN scores still never rank)."""
     thr = float(score_threshold)  # compared in the scores' dtype, like torch's ``scores > t``
     num_anchors, num_classes = scores.shape
     if num_anchors == 0 or num_classes == 0 or top_k <= 0:
@@ -155,7 +163,14 @@ def select_candidates(
         sub = scores
     # (C, A') class-major scores; non-candidates (<= threshold, NaN) become -inf.
     sub = sub.t()
-    sub = torch.where(sub > thr, sub, torch.full((), -math.inf, dtype=sub.dtype, device=sub.device))
+    neg_inf = torch.full((), -math.inf, dtype=sub.dtype, device=sub.device)
+    if per_class_threshold:
+        sub = torch.where(sub > thr, sub, neg_inf)
+    else:
+        ok = ~torch.isnan(sub)
+        if rows.numel() == num_anchors:  # not restricted above: drop anchors without a candidate
+            ok &= any_above[None, :]
+        sub = torch.where(ok, sub, neg_inf)
     k = min(int(top_k), sub.shape[1])
     a = sub.shape[1]
     if k < a:
