@@ -123,3 +123,18 @@ def test_predict_refuses_a_folder_without_images(setup, tmp_path, capsys):
     assert main(["predict", "--config", SMOKE, *_o(overrides), "--checkpoint", str(ckpt),
                  "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_as_run_folder_is_the_one_the_sweep_looks_up():
+    """experiments/README.md: `evaluate --as-run` with the row's overrides and the sweep's
+    --data-root lands where `rtinst sweep fastinst/table6a --preset coco` looks for D=3."""
+    from rtinst.specs import load_spec
+    from rtinst.sweep import plan_sweep
+
+    root = Path(__file__).resolve().parents[1]
+    spec = load_spec(root / "experiments" / "fastinst" / "table6a_decoder_layers.yaml")
+    plan = plan_sweep([spec], preset="coco", seeds=[0], data_root="/data/coco", cost_preset=None)
+    cfg = load_config(root / "rtinst" / "configs" / "fastinst" / "coco.yaml",
+                      ["data.root=/data/coco", "model.decoder_layers=3"])
+    d3 = [j for j in plan.runs.values() if "model.decoder_layers=3" in j.overrides]
+    assert [Path(j.run_dir) for j in d3] == [run_dir_for(cfg, "results/runs")]
