@@ -6,6 +6,7 @@ official computation; refusals name the key and the overrides the checkpoint nee
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch import nn
 
 from rtinst.cli import main
 from rtinst.config import load_config
+from rtinst.errors import UserError
 from rtinst.models import build_model
 from rtinst.models.convert import ConversionError, convert_official, load_official_state
 
@@ -289,14 +291,18 @@ def test_cli_convert_writes_a_checkpoint_that_evaluate_loads(tmp_path, capsys):
     torch.save({"model": official, "iteration": 1}, src)
     out = tmp_path / "converted.pt"
     config = str(CONFIGS / "sparseinst" / "coco.yaml")
-    args = ["convert", str(src), "--from", "sparseinst", "--config", config,
+    # the backbone's ImageNet file is never read (pretrained=none is implied): a path that
+    # does not exist would fail the build if it were
+    nowhere = "model.backbone.pretrained=/nonexistent/resnet50.pth"
+    args = ["convert", str(src), "--from", "sparseinst", "--config", config, "-o", nowhere,
             "-o", "model.iam_groups=1", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "315 tensors -> 315 rtinst tensors" in printed and "x, y input channels" in printed
     state = load_checkpoint(out)
-    assert state["converted_from"]["overrides"] == ["model.iam_groups=1"]
-    cfg = load_config(config, ["model.iam_groups=1"])
+    assert state["converted_from"]["overrides"] == [nowhere, "model.iam_groups=1"]
+    assert state["converted_from"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    cfg = load_config(config, [nowhere, "model.iam_groups=1"])
     model, _ = model_from_checkpoint(cfg, out)
     assert torch.equal(model.state_dict()["decoder.inst_branch.iam_conv.weight"],
                        official["decoder.inst_branch.iam_conv.weight"])
@@ -304,5 +310,5 @@ def test_cli_convert_writes_a_checkpoint_that_evaluate_loads(tmp_path, capsys):
     assert main(args[:-4] + ["--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "checkpoint lacks 'decoder.inst_branch.fc.weight'" in err
-    with pytest.raises(Exception, match="converted with overrides \\['model.iam_groups=1'\\]"):
+    with pytest.raises(UserError, match="converted with overrides .*'model.iam_groups=1'"):
         model_from_checkpoint(load_config(config), out)

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     from rtinst.models.convert import SOURCES
 
-    p = subparsers.add_parser("convert", help="official FastInst / SparseInst / YOLACT checkpoint -> rtinst",
+    p = subparsers.add_parser("convert",
+                              help="official FastInst / SparseInst / YOLACT checkpoint -> rtinst",
                               description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path, metavar="CKPT", help="official .pth or .pkl checkpoint")
@@ -73,5 +74,6 @@ def register(subparsers) -> None:
                    help="which official code base trained it")
     p.add_argument("--config", required=True, help="rtinst YAML config of the same model")
     add_override_argument(p)
-    p.add_argument("--out", required=True, type=Path, metavar="OUT.pt", help="rtinst checkpoint to write")
+    p.add_argument("--out", required=True, type=Path, metavar="OUT.pt",
+                   help="rtinst checkpoint to write")
     p.set_defaults(func=run)

@@ -92,6 +92,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--categories", type=Path, metavar="GT.json",
                    help="COCO file whose categories name the classes (ids and names)")
-    p.add_argument("--min-score", type=float, default=0.3, help="draw masks scoring at least this (default 0.3)")
+    p.add_argument("--min-score", type=float, default=0.3,
+                   help="draw masks scoring at least this (default 0.3)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

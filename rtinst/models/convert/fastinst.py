@@ -67,7 +67,8 @@ def rules(cfg) -> Rules:
     r.add(r"pixel_decoder\.top\.(.+)", rf"{PD}ppm.\1")
     r.add(r"pos_embedding\.grid\.weight", P + "meta_pos_embed", _pos_grid, "(1, C, S, S) -> (C, S, S)")
     r.add(r"query_proposal\.conv\.(weight|bias)", P + r"query_proposal.conv_proposal_cls_logits.0.\1")
-    r.add(r"query_proposal\.classifier\.(weight|bias)", P + r"query_proposal.conv_proposal_cls_logits.2.\1")
+    r.add(r"query_proposal\.classifier\.(weight|bias)",
+          P + r"query_proposal.conv_proposal_cls_logits.2.\1")
     r.add(r"aux_feat\.weight", P + "empty_query_features.weight")
     r.add(r"aux_pos\.weight", P + "empty_query_pos_embed.weight")
 
@@ -122,7 +123,8 @@ def infer(state: State) -> list[Inferred]:
 def official_settings(cfg) -> list[str]:
     notes = []
     if cfg.num_heads != 8:
-        notes.append("the official decoder has 8 attention heads (not in the weights): -o model.num_heads=8")
+        notes.append("the official decoder has 8 attention heads (not in the weights): "
+                     "-o model.num_heads=8")
     if cfg.num_ia_queries != 100:
         notes.append("the official models use 100 IA-guided queries: -o model.num_ia_queries=100")
     return notes

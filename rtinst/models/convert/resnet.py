@@ -49,7 +49,8 @@ def infer_backbone(state: State, prefix: str, res4: str) -> list[Inferred]:
     out = []
     blocks = count_indices(state, rf"{re.escape(prefix)}{re.escape(res4)}\.(\d+)\..+")
     if blocks in RESNET_DEPTHS:
-        out.append(Inferred("backbone.name", RESNET_DEPTHS[blocks], f"a {RESNET_DEPTHS[blocks]} backbone"))
+        name = RESNET_DEPTHS[blocks]
+        out.append(Inferred("backbone.name", name, f"a {name} backbone"))
     frozen = not any(k.startswith(prefix) and k.endswith("num_batches_tracked") for k in state)
     out.append(Inferred("backbone.frozen_bn", frozen, "frozen BN" if frozen else "trainable BN"))
     out.append(Inferred("backbone.resnet_d", False, "a plain ResNet stem"))

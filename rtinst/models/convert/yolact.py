@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+# the normalisation rtinst's data pipeline applies: the fold targets exactly that
 from rtinst.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rtinst.models.convert.common import Inferred, Rules, Source, State
 from rtinst.models.convert.resnet import infer_backbone, yolact_rules
@@ -78,7 +79,8 @@ SIGNATURE = "prediction_layers."
 
 
 def dropped(key: str) -> bool:
-    return False  # Yolact.load_weights' stale keys (backbone.layer*, extra downsample_layers) are refused
+    # Yolact.load_weights' stale keys (backbone.layer*, extra downsample_layers) are refused
+    return False
 
 
 def infer(state: State) -> list[Inferred]:
