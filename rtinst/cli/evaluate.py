@@ -38,7 +38,7 @@ examples:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="COCO mask AP/AR (+ TIDE errors) of a results file",
+        "evaluate", help="COCO mask AP/AR (+ TIDE errors) of a results file or a checkpoint",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--gt", metavar="GT.json", help="COCO-format ground-truth annotations")
