@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "rtinst.cli.train",
     "rtinst.cli.pretrain",
     "rtinst.cli.evaluate",
+    "rtinst.cli.convert",
+    "rtinst.cli.predict",
     "rtinst.cli.bench",
     "rtinst.cli.records",
     "rtinst.cli.sweep",

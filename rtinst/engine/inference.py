@@ -14,7 +14,7 @@ then binarize. Models therefore never need to know about padding or original siz
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,21 +62,40 @@ def predict_coco(
     """Run ``model`` over ``dataset`` and return COCO segm results with real category ids.
     ``with_targets``: pass each batch's ground truth to the model (diagnostics that condition
     on it, e.g. :mod:`rtinst.diagnostics.oracle_iam`); models ignore it in eval mode."""
+    results: list[dict[str, Any]] = []
+    for image_id, masks, scores, labels in iter_predictions(
+            model, dataset, collate, device, batch_size, max_images, num_workers, progress,
+            with_targets):
+        cats = [contiguous_to_cat_id[int(c)] for c in labels.tolist()]
+        results += masks_to_coco_results(image_id, masks, scores, cats)
+    return results
+
+
+def iter_predictions(
+    model: nn.Module,
+    dataset: Dataset,
+    collate: Callable,
+    device: torch.device | str = "cpu",
+    batch_size: int = 1,
+    max_images: int | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+    with_targets: bool = False,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(image id, masks (N, H0, W0) bool at original size, scores, contiguous labels) per
+    image, on the CPU, with a progress bar."""
     device = torch.device(device)
     model.to(device).eval()
     if max_images is not None:
         dataset = Subset(dataset, range(min(max_images, len(dataset))))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
                         num_workers=num_workers)
-    results: list[dict[str, Any]] = []
-    for batch in tqdm(loader, desc="inference", disable=not progress, dynamic_ncols=True):
-        outputs = model(batch.images.to(device), batch.targets if with_targets else None)
-        padded = tuple(batch.images.shape[-2:])
-        for out, image_id, size, orig in zip(outputs, batch.image_ids, batch.image_sizes,
-                                             batch.orig_sizes):
-            masks = postprocess_masks(out["mask_probs"], padded, tuple(size), tuple(orig),
-                                      out.get("mask_threshold", 0.5))
-            labels = out["labels"].tolist()
-            cats = [contiguous_to_cat_id[int(c)] for c in labels]
-            results += masks_to_coco_results(int(image_id), masks.cpu(), out["scores"].cpu(), cats)
-    return results
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc="inference", disable=not progress, dynamic_ncols=True):
+            outputs = model(batch.images.to(device), batch.targets if with_targets else None)
+            padded = tuple(batch.images.shape[-2:])
+            for out, image_id, size, orig in zip(outputs, batch.image_ids, batch.image_sizes,
+                                                 batch.orig_sizes):
+                masks = postprocess_masks(out["mask_probs"], padded, tuple(size), tuple(orig),
+                                          out.get("mask_threshold", 0.5))
+                yield int(image_id), masks.cpu(), out["scores"].cpu(), out["labels"].cpu()
