@@ -128,8 +128,8 @@ def test_predict_refuses_a_folder_without_images(setup, tmp_path, capsys):
 def test_as_run_folder_is_the_one_the_sweep_looks_up():
     """experiments/README.md: `evaluate --as-run` with the row's overrides and the sweep's
     --data-root lands where `rtinst sweep fastinst/table6a --preset coco` looks for D=3."""
-    from rtinst.specs import load_spec
-    from rtinst.sweep import plan_sweep
+    from rtinst.harness.specs import load_spec
+    from rtinst.harness.plan import plan_sweep
 
     root = Path(__file__).resolve().parents[1]
     spec = load_spec(root / "experiments" / "fastinst" / "table6a_decoder_layers.yaml")
