@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from rtinst.cli import main
-from rtinst.config import config_hash, load_config
+from rtinst.config import load_config
+from rtinst.records import config_hash
 from rtinst.data.build import build_dataset, collate_fn
 from rtinst.engine.checkpoint import save_checkpoint
 from rtinst.engine.inference import predict_coco

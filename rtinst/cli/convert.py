@@ -31,7 +31,8 @@ examples:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtinst.config import config_hash, load_config, to_dict
+    from rtinst.config import load_config, to_dict
+    from rtinst.records import config_hash
     from rtinst.engine.checkpoint import save_checkpoint
     from rtinst.io import file_sha256
     from rtinst.models.convert import convert_official, load_official_state

@@ -101,7 +101,8 @@ def run_checkpoint(args: argparse.Namespace) -> int:
                         "--checkpoint the ground truth is the config's val split")
     if not args.checkpoint.is_file():
         raise UserError(f"--checkpoint {args.checkpoint}: file not found")
-    from rtinst.config import config_hash, load_config
+    from rtinst.config import load_config
+    from rtinst.records import config_hash
     from rtinst.engine.checkpoint_eval import evaluate_checkpoint
     from rtinst.records import read_record, run_dir_for
     from rtinst.io import file_sha256
