@@ -277,3 +277,16 @@ def test_bad_difficulty_knobs_are_one_line_user_errors():
             _level("easy", **knobs)
     with pytest.raises(UserError, match="--difficulty: unknown level 'medium-ish'"):
         _level("medium-ish")
+
+
+def test_generation_record_names_a_level_whatever_the_size_and_custom_otherwise():
+    from rtinst.data.synthetic import generation_record
+
+    assert generation_record(6, 3, 3) == {"train": 6, "val": 3, "seed": 3, "size": 320}
+    assert generation_record(6, 3, 3, _level("hard", size=128)) == {"train": 6, "val": 3, "seed": 3,
+                                                                     "size": 128}
+    same_as_medium = _level("easy", objects=(3, 7), object_size=(16.0, 80.0),
+                            textures=("solid", "stripes", "gradient"), clutter="light", size=256)
+    record = generation_record(6, 3, 3, same_as_medium)
+    assert record["difficulty"] == "medium" and record["size"] == 256
+    assert generation_record(6, 3, 3, _level("medium", objects=(3, 8)))["difficulty"] == "custom"

@@ -68,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "occlusion, touching same-class pairs, crowd regions and COCO small/medium/"
                     "large objects. Writes DIR/annotations/instances_{train,val}.json, images in "
                     "DIR/train and DIR/val, and DIR/statistics.json, then prints the statistics. "
-                    "The same arguments give byte-identical files, whatever --workers is.",
+                    "The same arguments give byte-identical files, whatever --workers is. "
+                    "--difficulty picks a named level (hard: the embedded dataset); the knobs "
+                    "after it change one aspect of that level.",
     )
     syn.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     syn.add_argument("--train", type=int, default=2000, metavar="N", help="training images (default 2000)")

@@ -38,6 +38,11 @@ class Difficulty:
 
 DIFFICULTIES: dict[str, Difficulty] = {
     "hard": Difficulty(),
+    # between the two: more and smaller objects (about half COCO-small), three textures that
+    # keep a shape's outline whole, the background's colour field without blobs and lines
+    "medium": Difficulty(objects=(3, 7), object_size=(16.0, 80.0),
+                         textures=("solid", "stripes", "gradient"), clutter="light", size=192),
+    # solid shapes, few and mid-sized, on a flat noisy background
     "easy": Difficulty(objects=(2, 4), object_size=(28.0, 80.0), textures=("solid",),
                        clutter="none", size=192),
 }

@@ -460,6 +460,14 @@ def _generation_extra(difficulty: Difficulty) -> dict[str, Any]:
     return {"difficulty": named[0] if named else "custom", "generator": described}
 
 
+def generation_record(num_train: int, num_val: int, seed: int,
+                      difficulty: Difficulty = Difficulty()) -> dict[str, Any]:
+    """The content of ``generation.json`` for these arguments: what a data folder is compared
+    with before it is used (see ``rtinst.data.build.ensure_synthetic``)."""
+    return {"train": num_train, "val": num_val, "seed": seed, "size": difficulty.size,
+            **_generation_extra(difficulty)}
+
+
 def generate_synthetic(out_dir: str | os.PathLike, num_train: int = 2000, num_val: int = 500,
                        seed: int = 0, size: int | None = None, workers: int | None = None,
                        progress: bool = False, difficulty: Difficulty | str = DEFAULT_DIFFICULTY
@@ -504,7 +512,5 @@ def generate_synthetic(out_dir: str | os.PathLike, num_train: int = 2000, num_va
             pool.join()
     atomic_write_json(out_dir / "statistics.json", stats)
     # Written last: its presence means the folder is complete, its content what made it.
-    atomic_write_json(out_dir / GENERATION_FILE,
-                      {"train": num_train, "val": num_val, "seed": seed, "size": difficulty.size,
-                       **_generation_extra(difficulty)})
+    atomic_write_json(out_dir / GENERATION_FILE, generation_record(num_train, num_val, seed, difficulty))
     return stats
