@@ -10,7 +10,9 @@ which every model learns (issue 26) keeps every measurement behind its conclusio
 
 An entry holds the generator options (the data root's ``generation.json``), the overrides
 against the model's tiny preset (computed from the run's ``config.yaml``), steps, mask AP /
-AP50 / TIDE Cls and Loc, wall minutes, s/step and torch threads from the run record, the
+AP50 / TIDE Cls and Loc, training minutes (all steps, across resumes), the wall minutes of
+the last start (a run extended by resuming with a larger ``train.max_iters`` records only
+that part), s/step and torch threads from the run record, the
 training losses of the last logged steps, and for SparseInst ``rtinst bench iam``'s numbers
 (matched predictions and true positives). A run that has not finished (no done record) is
 recorded with its last logged step and losses only, marked ``"status": "unfinished"``.
@@ -75,8 +77,8 @@ def trial_entry(run_dir: Path, name: str, note: str, iam_images: int) -> dict[st
     if entry["status"] == "done":
         m = record["metrics"]
         entry.update(
-            steps=m["train_iterations"], metrics={k: round(m[k], 2) for k in METRICS if k in m},
-            wall_minutes=round(record["wall_time_s"] / 60.0, 1),
+            steps=m["train_iterations"], metrics={k: round(m[k], 2) for k in METRICS if m.get(k) is not None},
+            wall_minutes_since_last_start=round(record["wall_time_s"] / 60.0, 1),
             train_minutes=round(m["train_seconds"] / 60.0, 1), s_per_step=round(m["step_time_s"], 3),
             torch_threads=record["provenance"].get("torch_threads"),
             hardware=record["provenance"].get("hardware"))
