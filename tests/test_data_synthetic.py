@@ -290,3 +290,15 @@ def test_generation_record_names_a_level_whatever_the_size_and_custom_otherwise(
     record = generation_record(6, 3, 3, same_as_medium)
     assert record["difficulty"] == "medium" and record["size"] == 256
     assert generation_record(6, 3, 3, _level("medium", objects=(3, 8)))["difficulty"] == "custom"
+
+
+def test_occlusion_pairs_and_crowds_can_be_switched_off(tmp_path):
+    stats = generate_synthetic(tmp_path, num_train=30, num_val=0, seed=0, workers=1,
+                               difficulty=_level("easy", occlusion=False, pair_probability=0.0,
+                                                 crowd_probability=0.0))
+    occlusion = stats["train"]["occlusion"]
+    assert occlusion["occluded_instances"] == 0 and occlusion["adjacent_same_class_pairs"] == 0
+    coco, anns = _instances(tmp_path)
+    assert not any(a["iscrowd"] for a in coco.anns.values()) and len(anns) >= 30
+    with pytest.raises(UserError, match=r"--pairs: a probability in \[0, 1\], got 1.5"):
+        _level("easy", pair_probability=1.5)

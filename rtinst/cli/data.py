@@ -94,6 +94,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     syn.add_argument("--clutter", choices=CLUTTER_LEVELS,
                      help="background: full (colour field, faint texture, blobs, lines), light "
                           "(colour field and faint texture), none (one flat colour); pixel noise always")
+    syn.add_argument("--pairs", type=float, metavar="P",
+                     help="chance of a touching same-class pair per image (hard 0.4)")
+    syn.add_argument("--crowds", type=float, metavar="P",
+                     help="chance of an iscrowd=1 cluster per image (hard 0.05)")
+    syn.add_argument("--no-occlusion", dest="occlusion", action="store_false", default=None,
+                     help="objects never overlap (placements that would are rejected)")
     syn.add_argument("--workers", type=int, default=None, metavar="W",
                      help="worker processes (default: number of CPUs, at most 8)")
     syn.set_defaults(func=run_synthetic)
@@ -122,7 +128,8 @@ def run_synthetic(args: argparse.Namespace) -> int:
 
     difficulty = resolve_difficulty(args.difficulty, size=args.size, objects=args.objects,
                                     object_size=args.object_size, textures=args.textures,
-                                    clutter=args.clutter)
+                                    clutter=args.clutter, pair_probability=args.pairs,
+                                    crowd_probability=args.crowds, occlusion=args.occlusion)
     start = time.perf_counter()
     stats = generate_synthetic(args.out, num_train=args.train, num_val=args.val, seed=args.seed,
                                workers=args.workers, progress=True, difficulty=difficulty)

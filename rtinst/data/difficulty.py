@@ -24,6 +24,9 @@ class Difficulty:
     from. ``clutter``: the background, ``full`` (smooth colour field, faint texture, blobs,
     lines and scribbles), ``light`` (the smooth field and faint texture only) or ``none`` (one
     flat colour); every level adds pixel noise. ``size``: the long image edge.
+    ``pair_probability``: chance that an image holds a touching same-class pair;
+    ``crowd_probability``: chance of an ``iscrowd=1`` cluster; ``occlusion``: False rejects
+    any placement that would overlap an object already placed (a crowd region included).
     """
 
     objects: tuple[int, int] = (4, 10)
@@ -31,6 +34,9 @@ class Difficulty:
     textures: tuple[str, ...] = TEXTURES
     clutter: Literal["none", "light", "full"] = "full"
     size: int = REFERENCE_SIZE
+    pair_probability: float = 0.4
+    crowd_probability: float = 0.05
+    occlusion: bool = True
 
     def describe(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -66,6 +72,9 @@ def resolve_difficulty(level: str = DEFAULT_DIFFICULTY, **knobs: Any) -> Difficu
                         f"{','.join(d.textures) or 'none'}")
     if d.clutter not in CLUTTER_LEVELS:
         raise UserError(f"--clutter: unknown level {d.clutter!r} (choose from {', '.join(CLUTTER_LEVELS)})")
+    for name in ("pair_probability", "crowd_probability"):
+        if not 0.0 <= getattr(d, name) <= 1.0:
+            raise UserError(f"--{name.split('_')[0]}s: a probability in [0, 1], got {getattr(d, name):g}")
     if d.size < 64:
         raise UserError(f"--size must be at least 64 pixels, got {d.size}")
     if d.object_size is not None and d.object_size[1] > 0.6 * d.size:

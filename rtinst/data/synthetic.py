@@ -74,8 +74,6 @@ MIN_VISIBLE_PIXELS = 40
 MIN_VISIBLE_FRACTION = 0.5
 MIN_SIDE = 9
 RLE_PROBABILITY = 0.12
-PAIR_PROBABILITY = 0.4
-CROWD_PROBABILITY = 0.05
 ASPECT_RATIOS = (1.0, 0.75, 0.8, 2.0 / 3.0)
 # ---------------------------------------------------------------------------------------------
 # Appearance.
@@ -188,8 +186,8 @@ class _Canvas:
         self.ids = np.zeros((h, w), dtype=np.int16)  # 0: background
         self.objects: list[dict[str, Any]] = []
 
-    def try_place(self, polys: list[np.ndarray], full_area: float,
-                  guard: bool) -> tuple[np.ndarray, list[list[float]]] | None:
+    def try_place(self, polys: list[np.ndarray], full_area: float, guard: bool,
+                  overlap: bool = True) -> tuple[np.ndarray, list[list[float]]] | None:
         """Rasterize, check visibility constraints, and return the mask; None to reject."""
         clipped = [clip_polygon(p, self.w, self.h) for p in polys]
         clipped = [np.round(c, 2) for c in clipped if len(c) >= 3]
@@ -204,6 +202,8 @@ class _Canvas:
             return None
         y0, y1, x0, x1 = mask_bbox(mask)
         if min(y1 - y0, x1 - x0) < MIN_SIDE:  # keep objects thick enough to stay learnable
+            return None
+        if not overlap and self.ids[mask].any():
             return None
         if self.objects:  # the new object must not hide too much of any object already placed
             window = mask[y0:y1, x0:x1]
@@ -285,7 +285,7 @@ def _render(seed: int, split: str, index: int,
     scale2 = (size / REFERENCE_SIZE) ** 2
     canvas = _Canvas(_background(rng, h, w, difficulty.clutter))
 
-    if rng.random() < CROWD_PROBABILITY:
+    if rng.random() < difficulty.crowd_probability:
         _place_crowd(canvas, rng, scale2)
 
     # Object plan: class and target area; a same-class pair sometimes; bigger ones mostly first.
@@ -293,7 +293,7 @@ def _render(seed: int, split: str, index: int,
     plan = [{"cat": int(rng.integers(len(CATEGORIES))),
              "area": _sample_area(rng, scale2, difficulty.object_size),
              "pair": False} for _ in range(int(rng.integers(lo, hi + 1)))]
-    if rng.random() < PAIR_PROBABILITY:
+    if rng.random() < difficulty.pair_probability:
         first = plan[int(rng.integers(len(plan)))]
         plan.append({"cat": first["cat"], "area": first["area"] * rng.uniform(0.7, 1.3),
                      "pair": True, "partner": first})
@@ -318,7 +318,7 @@ def _render(seed: int, split: str, index: int,
                 center = (rng.uniform(0, w), rng.uniform(0, h))
             polys, full_area, radius = _shape_polygons(name, area, center,
                                                        rng.uniform(0, 2 * math.pi), rng)
-            placed = canvas.try_place(polys, full_area, guard=True)
+            placed = canvas.try_place(polys, full_area, guard=True, overlap=difficulty.occlusion)
             if placed is None:
                 continue
             mask, flat = placed
