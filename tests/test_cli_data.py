@@ -89,3 +89,27 @@ def test_check_usage_errors(tmp_path):
 def test_data_needs_a_subcommand():
     with pytest.raises(SystemExit):
         parse(["data"])
+
+
+def test_synthetic_difficulty_level_and_knobs_reach_the_generator(tmp_path):
+    assert run(["data", "synthetic", "--out", str(tmp_path), "--train", "3", "--val", "0",
+                "--workers", "1", "--difficulty", "easy", "--size", "160", "--objects", "1-2",
+                "--textures", "solid,stripes", "--clutter", "light", "--pairs", "0",
+                "--crowds", "0.5", "--no-occlusion"]) == 0
+    generation = json.loads((tmp_path / "generation.json").read_text())
+    assert generation["size"] == 160 and generation["difficulty"] == "custom"
+    assert generation["generator"] == {"objects": [1, 2], "object_size": [28.0, 80.0],
+                                       "textures": ["solid", "stripes"], "clutter": "light",
+                                       "pair_probability": 0.0, "crowd_probability": 0.5,
+                                       "occlusion": False}
+    info = json.loads((tmp_path / "annotations" / "instances_train.json").read_text())["info"]
+    assert info["size"] == 160 and info["generator"] == generation["generator"]
+
+
+def test_synthetic_knob_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse(["data", "synthetic", "--out", str(tmp_path), "--objects", "2-x"])
+    assert "expected MIN-MAX (e.g. 2-4), got '2-x'" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--object-size: MAX 200 px does not fit a 192 px image"):
+        run(["data", "synthetic", "--out", str(tmp_path), "--difficulty", "easy",
+             "--object-size", "20-200"])

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rtinst.cli import main
-from rtinst.diagnostics.iam_localization import iam_weights, localization_stats
+from rtinst.diagnostics.iam_localization import (focused_group, iam_weights, localization_stats,
+                                                 true_positive_matches, true_positive_stats)
 
 
 def _square_mask(size: int = 16, lo: int = 4, hi: int = 8) -> torch.Tensor:
@@ -47,6 +48,54 @@ def test_each_group_is_normalised_before_the_groups_are_averaged():
     assert w[0, 0, 0].item() == pytest.approx(0.5 + 0.5 / 16)  # not dominated by group 1's scale
 
 
+def test_a_true_positives_map_fully_inside_its_object_scores_one():
+    gt = _square_mask()
+    iam = (gt / gt.sum())[:, None]  # (1, G=1, 16, 16)
+    s = true_positive_stats(iam, gt)
+    assert s["mass_in_object"].item() == pytest.approx(1.0)
+    assert s["concentration"].item() == pytest.approx(256 / 16)
+    assert s["support"].item() == pytest.approx(16 / 256)
+
+
+def test_the_most_concentrated_group_is_scored_not_the_one_with_most_mass_inside():
+    gt = _square_mask()  # rows/cols 4..7
+    iam = torch.zeros(1, 3, 16, 16)
+    iam[0, 0] = 1.0  # uniform: 1/16 of its mass inside
+    iam[0, 1, 5, 5] = iam[0, 1, 5, 6] = 1.0  # two positions, both inside the object
+    iam[0, 2, 12, 12] = 1.0  # one position, outside: the most concentrated
+    focused, group = focused_group(iam)
+    assert group.tolist() == [2] and focused.sum().item() == pytest.approx(1.0)
+    s = true_positive_stats(iam, gt)
+    assert s["group"].tolist() == [2] and s["mass_in_object"].item() == pytest.approx(0.0)
+    iam[0, 2] = 0.0
+    iam[0, 2, 4:8, 4:8] = 1.0  # now the 2-position group is the most concentrated
+    s = true_positive_stats(iam, gt)
+    assert s["group"].tolist() == [1] and s["mass_in_object"].item() == pytest.approx(1.0)
+    # the group-averaged map, as for matched predictions: (1/16 + 1 + 1) / 3
+    assert s["mass_in_object_group_mean"].item() == pytest.approx((1 / 16 + 2) / 3)
+
+
+def _box(lo: int, hi: int, size: int = 16) -> torch.Tensor:
+    m = torch.zeros(size, size, dtype=torch.bool)
+    m[lo:hi, lo:hi] = True
+    return m
+
+
+def test_true_positive_matching_follows_coco():
+    gt = torch.stack([_box(2, 8), _box(9, 15)])
+    gt_labels = torch.tensor([0, 1])
+    low_iou = _box(2, 5)  # IoU 9/36 with object 0
+    masks = torch.stack([_box(2, 8), _box(2, 8), low_iou, _box(9, 15), _box(9, 14)])
+    scores = torch.tensor([0.5, 0.9, 0.8, 0.7, 0.6])
+    labels = torch.tensor([0, 0, 0, 0, 1])  # detection 3 has the wrong class for object 1
+    det, obj = true_positive_matches(masks, scores, labels, gt, gt_labels)
+    # 1 (highest score) takes object 0, so its duplicate 0 is a false positive; 2 misses on
+    # IoU, 3 on class; 4 overlaps object 1 with IoU 25/36 >= 0.5
+    assert det.tolist() == [1, 4] and obj.tolist() == [0, 1]
+    none, _ = true_positive_matches(masks[:0], scores[:0], labels[:0], gt, gt_labels)
+    assert none.numel() == 0
+
+
 def test_cli_measures_a_trained_sparseinst_run_and_refuses_other_models(tmp_path, capsys):
     from rtinst.config import load_config
     from rtinst.engine.train import run_training
@@ -63,7 +112,12 @@ def test_cli_measures_a_trained_sparseinst_run_and_refuses_other_models(tmp_path
     assert 0.0 <= record["mass_in_object"]["median"] <= 1.0
     assert 0.0 < record["support"]["median"] <= 1.0
     assert all(0.0 <= record[k] <= 1.0 for k in ("head_accuracy", "probe_accuracy", "majority"))
-    assert "linear probe of the pooled features" in capsys.readouterr().out
+    tp = record["true_positives"]
+    assert 0 <= tp["count"] <= tp["detections"]
+    if tp["count"]:
+        assert 0.0 <= tp["mass_in_object"]["median"] <= 1.0
+    printed = capsys.readouterr().out
+    assert "linear probe of the pooled features" in printed and "true positives" in printed
 
     assert main(["bench", "iam", "--run", str(tmp_path / "run"), "--checkpoint", "nope.pt"]) == 2
     assert "nope.pt: neither a file nor in" in capsys.readouterr().err

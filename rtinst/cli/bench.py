@@ -262,6 +262,13 @@ def _iam(args: argparse.Namespace) -> int:
     print(_table(["IAM", "median", "mean"], rows))
     print(f"class: head accuracy {record['head_accuracy']:.3f}, linear probe of the pooled "
           f"features {record['probe_accuracy']:.3f}, majority class {record['majority']:.3f}")
+    tp = record["true_positives"]
+    print(f"true positives (mask IoU >= 0.5, same class): {tp['count']} of {tp['detections']} "
+          "detections; their most concentrated group map:")
+    if tp["count"]:
+        print(_table(["IAM", "median", "mean"],
+                     [[k, f"{tp[k]['median']:.3f}", f"{tp[k]['mean']:.3f}"] for k in
+                      ("mass_in_object", "concentration", "support", "mass_in_object_group_mean")]))
     _write_out(args.out, record)
     return 0
 
@@ -403,7 +410,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "val images: the share of the IAM inside the object (vs the object's "
                        "share of the image), the map's effective support, the class head's "
                        "accuracy, and a linear probe of the pooled instance features fitted on "
-                       "train images. Uniform maps = features that cannot carry the class.")
+                       "train images. Uniform maps = features that cannot carry the class. "
+                       "Beside them, for the final detections that are true positives (same "
+                       "class, mask IoU >= 0.5, COCO's greedy matching), the most concentrated "
+                       "group map's share inside the object and its concentration (Figure 4).")
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="a SparseInst run folder")
     p.add_argument("--checkpoint", help="a file in RUN_DIR/checkpoints (e.g. snapshot_325it.pt) "
                    "or a path (default: last)")

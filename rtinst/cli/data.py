@@ -11,9 +11,44 @@ import sys
 import time
 from pathlib import Path
 
+from rtinst.data.difficulty import (CLUTTER_LEVELS, DEFAULT_DIFFICULTY, DIFFICULTIES, TEXTURES,
+                                    resolve_difficulty)
 from rtinst.errors import UserError
 
 MAX_PRINTED_ERRORS = 20
+
+
+def _range(text: str, kind: type) -> tuple:
+    parts = text.split("-")
+    try:
+        values = tuple(kind(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX (e.g. 2-4), got {text!r}")
+    return values
+
+
+def _int_range(text: str) -> tuple[int, int]:
+    return _range(text, int)
+
+
+def _float_range(text: str) -> tuple[float, float]:
+    return _range(text, float)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _describe(d) -> str:
+    size = "COCO-like areas" if d.object_size is None else \
+        f"sqrt(area) {d.object_size[0]:g}-{d.object_size[1]:g} px"
+    textures = "all textures" if len(d.textures) > 1 and d.textures == TEXTURES else ",".join(d.textures)
+    return (f"{d.size} px, {d.objects[0]}-{d.objects[1]} objects, {size}, {textures}, "
+            f"{d.clutter} clutter")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,14 +68,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "occlusion, touching same-class pairs, crowd regions and COCO small/medium/"
                     "large objects. Writes DIR/annotations/instances_{train,val}.json, images in "
                     "DIR/train and DIR/val, and DIR/statistics.json, then prints the statistics. "
-                    "The same arguments give byte-identical files, whatever --workers is.",
+                    "The same arguments give byte-identical files, whatever --workers is. "
+                    "--difficulty picks a named level (hard: the embedded dataset); the knobs "
+                    "after it change one aspect of that level.",
     )
     syn.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     syn.add_argument("--train", type=int, default=2000, metavar="N", help="training images (default 2000)")
     syn.add_argument("--val", type=int, default=500, metavar="M", help="validation images (default 500)")
     syn.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    syn.add_argument("--size", type=int, default=320, metavar="PX",
-                     help="long image edge in pixels; short edges vary (default 320)")
+    syn.add_argument("--difficulty", default=DEFAULT_DIFFICULTY, choices=sorted(DIFFICULTIES),
+                     help="named level: " + "; ".join(f"{name}: {_describe(d)}" for name, d in
+                                                      DIFFICULTIES.items())
+                     + f" (default {DEFAULT_DIFFICULTY}, the embedded dataset). The options "
+                     "below replace single knobs of the level")
+    syn.add_argument("--size", type=int, default=None, metavar="PX",
+                     help="long image edge in pixels; short edges vary (default: the level's)")
+    syn.add_argument("--objects", type=_int_range, metavar="MIN-MAX",
+                     help="objects planned per image, uniform (a touching same-class partner and "
+                          "a crowd region may add one each)")
+    syn.add_argument("--object-size", type=_float_range, metavar="MIN-MAX",
+                     help="sqrt(area) in pixels at the stored size, log-uniform "
+                          "(instead of the COCO-like small/medium/large mixture)")
+    syn.add_argument("--textures", type=_names, metavar="A,B",
+                     help=f"object textures drawn from, of {','.join(TEXTURES)}")
+    syn.add_argument("--clutter", choices=CLUTTER_LEVELS,
+                     help="background: full (colour field, faint texture, blobs, lines), light "
+                          "(colour field and faint texture), none (one flat colour); pixel noise always")
+    syn.add_argument("--pairs", type=float, metavar="P",
+                     help="chance of a touching same-class pair per image (hard 0.4)")
+    syn.add_argument("--crowds", type=float, metavar="P",
+                     help="chance of an iscrowd=1 cluster per image (hard 0.05)")
+    syn.add_argument("--no-occlusion", dest="occlusion", action="store_false", default=None,
+                     help="objects never overlap (placements that would are rejected)")
     syn.add_argument("--workers", type=int, default=None, metavar="W",
                      help="worker processes (default: number of CPUs, at most 8)")
     syn.set_defaults(func=run_synthetic)
@@ -67,9 +126,13 @@ def run_synthetic(args: argparse.Namespace) -> int:
     from rtinst.data.stats import format_statistics
     from rtinst.data.synthetic import generate_synthetic
 
+    difficulty = resolve_difficulty(args.difficulty, size=args.size, objects=args.objects,
+                                    object_size=args.object_size, textures=args.textures,
+                                    clutter=args.clutter, pair_probability=args.pairs,
+                                    crowd_probability=args.crowds, occlusion=args.occlusion)
     start = time.perf_counter()
     stats = generate_synthetic(args.out, num_train=args.train, num_val=args.val, seed=args.seed,
-                               size=args.size, workers=args.workers, progress=True)
+                               workers=args.workers, progress=True, difficulty=difficulty)
     elapsed = time.perf_counter() - start
     print(format_statistics(stats))
     print(f"\nwrote {args.out} in {elapsed:.1f} s (statistics in {Path(args.out) / 'statistics.json'})")

@@ -14,6 +14,13 @@ object covers in the image. Unoccluded shapes are stored as their polygons; occl
 pixel-boundary polygons of the visible region; a random ~12% (and any region with a hole) as
 compressed RLE; crowd regions as uncompressed RLE, as in COCO.
 
+How hard the images are is a :class:`Difficulty`: objects per image, their size distribution,
+the object textures and the background clutter. ``hard`` (the default) is the embedded dataset
+described above; ``easy`` is solid-colour shapes, few and mid-sized, on a plain noisy
+background; the levels in between are in :data:`DIFFICULTIES`. Every level keeps the COCO-like
+parts that cost nothing: crowd regions, occlusion (visible-part masks), touching same-class
+pairs, real (non-contiguous) category ids, RLE and polygon segmentations.
+
 Each image is generated from its own seed derived from (seed, split, index), so the output is
 byte-identical for the same arguments whatever the number of worker processes.
 """
@@ -26,14 +33,17 @@ import math
 import multiprocessing
 import os
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from rtinst.data.segmentation import (compressed_rle, decode_polygons, mask_bbox,
                                       mask_to_polygons, rle_counts)
+from rtinst.data.difficulty import (DEFAULT_DIFFICULTY, DIFFICULTIES, REFERENCE_SIZE, TEXTURES,
+                                    Difficulty, resolve_difficulty)
 from rtinst.data.shapes import clip_polygon, shoelace, unit_shape
 from rtinst.errors import UserError
 from rtinst.io import atomic_path, atomic_write_json
@@ -53,11 +63,10 @@ CATEGORIES: tuple[tuple[int, str], ...] = (
     (18, "ellipse"),
 )
 SPLIT_CODES = {"train": 1, "val": 2}
-TEXTURES = ("solid", "stripes", "dots", "checker", "gradient")
 JPEG_QUALITY = 90
 
 GENERATION_FILE = "generation.json"
-REFERENCE_SIZE = 320  # areas below are in pixels at this long edge and scale with size**2
+# REFERENCE_SIZE: areas below are in pixels at this long edge and scale with size**2.
 # COCO area buckets: small < 32^2 <= medium < 96^2 <= large. Sampling mixture of target areas
 # (probability, low, high); occlusion later moves some instances into smaller buckets.
 AREA_MIXTURE = ((0.33, 140.0, 1024.0), (0.31, 1024.0, 9216.0), (0.36, 10500.0, 30000.0))
@@ -65,11 +74,7 @@ MIN_VISIBLE_PIXELS = 40
 MIN_VISIBLE_FRACTION = 0.5
 MIN_SIDE = 9
 RLE_PROBABILITY = 0.12
-PAIR_PROBABILITY = 0.4
-CROWD_PROBABILITY = 0.05
 ASPECT_RATIOS = (1.0, 0.75, 0.8, 2.0 / 3.0)
-
-
 # ---------------------------------------------------------------------------------------------
 # Appearance.
 
@@ -118,8 +123,11 @@ def _distinct_colours(rng: np.random.Generator, avoid: np.ndarray | None) -> tup
     return c1, c2
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A smooth colour field, sometimes with a faint texture, plus unlabelled clutter."""
+def _background(rng: np.random.Generator, h: int, w: int, clutter: str = "full") -> np.ndarray:
+    """A smooth colour field, sometimes with a faint texture, plus unlabelled clutter; one flat
+    colour for ``clutter="none"``, no blobs or lines for ``"light"``."""
+    if clutter == "none":
+        return np.broadcast_to(_colour(rng), (h, w, 3)).copy()
     gh, gw = rng.integers(2, 6, size=2)
     base = _colour(rng)
     grid = base * (1 - (a := rng.uniform(0.3, 0.8))) + a * rng.uniform(0, 255, (gh, gw, 3))
@@ -130,6 +138,8 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         tex = _texture(kind, h, w, _colour(rng), _colour(rng), rng.uniform(4, 24), rng)
         alpha = rng.uniform(0.08, 0.3)
         canvas = canvas * (1 - alpha) + tex * alpha
+    if clutter == "light":
+        return canvas
     for _ in range(rng.integers(0, 4)):  # irregular blobs: thresholded smooth noise
         bh, bw = (int(v) for v in rng.integers(8, 60, size=2))
         noise = rng.uniform(0, 255, (4, 4)).astype(np.uint8)
@@ -154,7 +164,10 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 # One image.
 
 
-def _sample_area(rng: np.random.Generator, scale2: float) -> float:
+def _sample_area(rng: np.random.Generator, scale2: float,
+                 object_size: Optional[tuple[float, float]] = None) -> float:
+    if object_size is not None:  # sqrt(area) log-uniform, in pixels at the stored size
+        return float(math.exp(rng.uniform(2 * math.log(object_size[0]), 2 * math.log(object_size[1]))))
     u = rng.random()
     for p, lo, hi in AREA_MIXTURE:
         if u < p:
@@ -173,8 +186,8 @@ class _Canvas:
         self.ids = np.zeros((h, w), dtype=np.int16)  # 0: background
         self.objects: list[dict[str, Any]] = []
 
-    def try_place(self, polys: list[np.ndarray], full_area: float,
-                  guard: bool) -> tuple[np.ndarray, list[list[float]]] | None:
+    def try_place(self, polys: list[np.ndarray], full_area: float, guard: bool,
+                  overlap: bool = True) -> tuple[np.ndarray, list[list[float]]] | None:
         """Rasterize, check visibility constraints, and return the mask; None to reject."""
         clipped = [clip_polygon(p, self.w, self.h) for p in polys]
         clipped = [np.round(c, 2) for c in clipped if len(c) >= 3]
@@ -189,6 +202,8 @@ class _Canvas:
             return None
         y0, y1, x0, x1 = mask_bbox(mask)
         if min(y1 - y0, x1 - x0) < MIN_SIDE:  # keep objects thick enough to stay learnable
+            return None
+        if not overlap and self.ids[mask].any():
             return None
         if self.objects:  # the new object must not hide too much of any object already placed
             window = mask[y0:y1, x0:x1]
@@ -259,22 +274,26 @@ def _place_crowd(canvas: _Canvas, rng: np.random.Generator, scale2: float) -> No
                                   "polygons": None, "pair": False})
 
 
-def _render(seed: int, split: str, index: int, size: int) -> tuple[bytes, dict, list[dict], dict]:
+def _render(seed: int, split: str, index: int,
+            difficulty: Difficulty = Difficulty()) -> tuple[bytes, dict, list[dict], dict]:
     """Draw one image; return its JPEG bytes, COCO image record, annotations and counters."""
+    size = difficulty.size
     rng = np.random.default_rng(np.random.SeedSequence([seed, SPLIT_CODES[split], index]))
     ratio = ASPECT_RATIOS[rng.integers(len(ASPECT_RATIOS))]
     short = int(round(size * ratio))
     h, w = (short, size) if rng.random() < 0.5 else (size, short)
     scale2 = (size / REFERENCE_SIZE) ** 2
-    canvas = _Canvas(_background(rng, h, w))
+    canvas = _Canvas(_background(rng, h, w, difficulty.clutter))
 
-    if rng.random() < CROWD_PROBABILITY:
+    if rng.random() < difficulty.crowd_probability:
         _place_crowd(canvas, rng, scale2)
 
     # Object plan: class and target area; a same-class pair sometimes; bigger ones mostly first.
-    plan = [{"cat": int(rng.integers(len(CATEGORIES))), "area": _sample_area(rng, scale2),
-             "pair": False} for _ in range(int(rng.integers(4, 11)))]
-    if rng.random() < PAIR_PROBABILITY:
+    lo, hi = difficulty.objects
+    plan = [{"cat": int(rng.integers(len(CATEGORIES))),
+             "area": _sample_area(rng, scale2, difficulty.object_size),
+             "pair": False} for _ in range(int(rng.integers(lo, hi + 1)))]
+    if rng.random() < difficulty.pair_probability:
         first = plan[int(rng.integers(len(plan)))]
         plan.append({"cat": first["cat"], "area": first["area"] * rng.uniform(0.7, 1.3),
                      "pair": True, "partner": first})
@@ -299,11 +318,11 @@ def _render(seed: int, split: str, index: int, size: int) -> tuple[bytes, dict, 
                 center = (rng.uniform(0, w), rng.uniform(0, h))
             polys, full_area, radius = _shape_polygons(name, area, center,
                                                        rng.uniform(0, 2 * math.pi), rng)
-            placed = canvas.try_place(polys, full_area, guard=True)
+            placed = canvas.try_place(polys, full_area, guard=True, overlap=difficulty.occlusion)
             if placed is None:
                 continue
             mask, flat = placed
-            kind = TEXTURES[rng.integers(len(TEXTURES))]
+            kind = difficulty.textures[rng.integers(len(difficulty.textures))]
             y0, y1, x0, x1 = mask_bbox(mask)
             under = canvas.image[y0:y1, x0:x1][mask[y0:y1, x0:x1]].mean(axis=0)
             c1, c2 = _distinct_colours(rng, under)
@@ -369,9 +388,9 @@ def _annotate(canvas: _Canvas, rng: np.random.Generator) -> tuple[list[dict], di
     return annotations, counters
 
 
-def _render_job(job: tuple[int, str, int, int, str]) -> tuple[dict, list[dict], dict]:
-    seed, split, index, size, image_dir = job
-    data, record, annotations, counters = _render(seed, split, index, size)
+def _render_job(job: tuple[int, str, int, Difficulty, str]) -> tuple[dict, list[dict], dict]:
+    seed, split, index, difficulty, image_dir = job
+    data, record, annotations, counters = _render(seed, split, index, difficulty)
     with atomic_path(Path(image_dir) / record["file_name"]) as tmp:
         tmp.write_bytes(data)
     for ann in annotations:
@@ -384,7 +403,8 @@ def _render_job(job: tuple[int, str, int, int, str]) -> tuple[dict, list[dict], 
 
 
 def generate_split(out_dir: str | os.PathLike, split: str, num_images: int, seed: int = 0,
-                   size: int = REFERENCE_SIZE, pool: Any = None, progress: bool = True) -> dict:
+                   difficulty: Difficulty = Difficulty(), pool: Any = None,
+                   progress: bool = True) -> dict:
     """Write ``out_dir/<split>/*.jpg`` and ``out_dir/annotations/instances_<split>.json``.
 
     Returns the generator's occlusion counters for the split.
@@ -394,7 +414,7 @@ def generate_split(out_dir: str | os.PathLike, split: str, num_images: int, seed
     out_dir = Path(out_dir)
     image_dir = out_dir / split
     image_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(seed, split, i, size, str(image_dir)) for i in range(num_images)]
+    jobs = [(seed, split, i, difficulty, str(image_dir)) for i in range(num_images)]
     results = pool.imap(_render_job, jobs, chunksize=8) if pool is not None else map(_render_job, jobs)
     images, annotations = [], []
     totals = {"instances": 0, "occluded": 0, "hidden_fraction_sum": 0.0, "pairs": 0}
@@ -406,9 +426,11 @@ def generate_split(out_dir: str | os.PathLike, split: str, num_images: int, seed
             annotations.append({"id": ann.pop("id"), **ann})
         for key in totals:
             totals[key] += counters[key]
+    info = {"description": "rtinst synthetic shapes (COCO format)", "version": "1.0",
+            "split": split, "seed": seed, "size": difficulty.size}
+    extra = _generation_extra(difficulty)
     coco = {
-        "info": {"description": "rtinst synthetic shapes (COCO format)", "version": "1.0",
-                 "split": split, "seed": seed, "size": size},
+        "info": {**info, **extra},
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -424,14 +446,39 @@ def generate_split(out_dir: str | os.PathLike, split: str, num_images: int, seed
     }
 
 
+def _generation_extra(difficulty: Difficulty) -> dict[str, Any]:
+    """What a non-default level adds to ``info`` and ``generation.json``: nothing for the
+    default level, so the embedded dataset's files stay byte-identical to earlier versions."""
+    def same(level: Difficulty) -> bool:  # the size is stored on its own
+        return replace(difficulty, size=level.size) == level
+
+    if same(DIFFICULTIES[DEFAULT_DIFFICULTY]):
+        return {}
+    named = [name for name, d in DIFFICULTIES.items() if same(d)]
+    described = difficulty.describe()
+    described.pop("size")  # stored as "size" already
+    return {"difficulty": named[0] if named else "custom", "generator": described}
+
+
+def generation_record(num_train: int, num_val: int, seed: int,
+                      difficulty: Difficulty = Difficulty()) -> dict[str, Any]:
+    """The content of ``generation.json`` for these arguments: what a data folder is compared
+    with before it is used (see ``rtinst.data.build.ensure_synthetic``)."""
+    return {"train": num_train, "val": num_val, "seed": seed, "size": difficulty.size,
+            **_generation_extra(difficulty)}
+
+
 def generate_synthetic(out_dir: str | os.PathLike, num_train: int = 2000, num_val: int = 500,
-                       seed: int = 0, size: int = REFERENCE_SIZE, workers: int | None = None,
-                       progress: bool = False) -> dict:
+                       seed: int = 0, size: int | None = None, workers: int | None = None,
+                       progress: bool = False, difficulty: Difficulty | str = DEFAULT_DIFFICULTY
+                       ) -> dict:
     """Generate the synthetic dataset under ``out_dir`` and return its statistics.
 
     Layout: ``annotations/instances_{train,val}.json``, images in ``train/`` and ``val/``
-    (``file_name`` is relative to the split folder), and ``statistics.json``. The output is
-    byte-identical for the same (num_*, seed, size), whatever ``workers`` is.
+    (``file_name`` is relative to the split folder), and ``statistics.json``. ``difficulty``
+    is a level name of :data:`DIFFICULTIES` or a :class:`Difficulty`; ``size`` (the long
+    edge) replaces the level's. The output is byte-identical for the same (num_*, seed,
+    size, difficulty), whatever ``workers`` is.
     Returns ``{"train": stats, "val": stats}`` as computed by
     :func:`rtinst.data.stats.dataset_statistics`, plus the generator's occlusion counters.
     """
@@ -439,8 +486,11 @@ def generate_synthetic(out_dir: str | os.PathLike, num_train: int = 2000, num_va
 
     if num_train < 0 or num_val < 0 or num_train + num_val == 0:
         raise UserError(f"need a positive number of images, got --train {num_train} --val {num_val}")
-    if size < 64:
-        raise UserError(f"--size must be at least 64 pixels, got {size}")
+    if isinstance(difficulty, str):
+        difficulty = resolve_difficulty(difficulty, size=size)
+    else:  # checked like a level with knobs
+        difficulty = resolve_difficulty(DEFAULT_DIFFICULTY, **{**asdict(difficulty),
+                                                               **({"size": size} if size else {})})
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     workers = workers or min(os.cpu_count() or 1, 8)
@@ -452,7 +502,7 @@ def generate_synthetic(out_dir: str | os.PathLike, num_train: int = 2000, num_va
     pool = context.Pool(workers) if workers > 1 else None
     try:
         for split, n in splits:
-            occlusion = generate_split(out_dir, split, n, seed, size, pool, progress)
+            occlusion = generate_split(out_dir, split, n, seed, difficulty, pool, progress)
             split_stats = dataset_statistics(out_dir / "annotations" / f"instances_{split}.json")
             split_stats["occlusion"] = occlusion
             stats[split] = split_stats
@@ -462,6 +512,5 @@ def generate_synthetic(out_dir: str | os.PathLike, num_train: int = 2000, num_va
             pool.join()
     atomic_write_json(out_dir / "statistics.json", stats)
     # Written last: its presence means the folder is complete, its content what made it.
-    atomic_write_json(out_dir / GENERATION_FILE,
-                      {"train": num_train, "val": num_val, "seed": seed, "size": size})
+    atomic_write_json(out_dir / GENERATION_FILE, generation_record(num_train, num_val, seed, difficulty))
     return stats

@@ -33,6 +33,24 @@ class LoadedRun:
         return self.val_set.class_names
 
 
+def recreate_hint(run_dir: Path, record: RunRecord) -> str:
+    """How to re-create a run's checkpoint and COCO results (neither is committed): retrain it
+    in place, at the thread count it was recorded with (the same config, seed and thread count
+    give the same weights), and how long that took when it was recorded."""
+    threads = record.provenance.get("torch_threads")
+    env = f"OMP_NUM_THREADS={threads} " if threads else ""
+    command = f"{env}rtinst train --config {run_dir}/config.yaml --run-dir {run_dir}"
+    m = record.metrics
+    if "train_iterations" in m and "step_time_s" in m and record.wall_time_s:
+        train_min = m["train_iterations"] * m["step_time_s"] / 60.0
+        cost = (f"~{record.wall_time_s / 60.0:.0f} min on {record.provenance.get('hardware', 'its hardware')}: "
+                f"{m['train_iterations']} steps x {m['step_time_s']:.2f} s/step = {train_min:.0f} min "
+                f"of training, then evaluation")
+    else:
+        cost = "its duration is not in the record"
+    return f"re-create with `{command}` ({cost})"
+
+
 def load_run(run_dir: str | Path, data_root: str | Path | None = None,
              checkpoint: str | None = None) -> LoadedRun:
     """Model with the run's last checkpoint, in eval mode on CPU, and its val split.
@@ -48,6 +66,9 @@ def load_run(run_dir: str | Path, data_root: str | Path | None = None,
         if not weights.is_file():
             raise UserError(f"--checkpoint {checkpoint}: neither a file nor in {run_dir}/checkpoints/")
     record = read_record(run_dir)
+    if not weights.is_file():
+        raise UserError(f"{weights}: no checkpoint (checkpoints are not committed); "
+                        + recreate_hint(run_dir, record))
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         raise UserError(f"{config_file}: run config not found (is {run_dir} a run folder?)")

@@ -71,8 +71,10 @@ def run_confusion(run_dir: str | Path, iou: float = 0.5, min_score: float = 0.05
     rec = read_record(run_dir)
     results_file = run_dir / "coco_segm_results.json"
     if not results_file.is_file():
+        from rtinst.engine.restore import recreate_hint
+
         raise UserError(f"{results_file}: the run's COCO results are not here (they are not "
-                        "committed; re-evaluate the run to recreate them)")
+                        f"committed); {recreate_hint(run_dir, rec)}")
     data = rec.config.get("data", {})
     root = Path(data_root) if data_root is not None else Path(data.get("root", ""))
     gt_file = run_dir / "gt_subset.json"  # the evaluated images when eval.max_images cut the split
