@@ -5,7 +5,7 @@ import pytest
 from rtinst.config import load_config, save_config
 from rtinst.engine.restore import load_run
 from rtinst.errors import UserError
-from rtinst.experiments import RunRecord, write_record
+from rtinst.records import RunRecord, write_record
 from rtinst.viz.confusion import run_confusion
 
 

@@ -83,7 +83,7 @@ def trial_entry(run_dir: Path, name: str, note: str, iam_images: int) -> dict[st
             torch_threads=record["provenance"].get("torch_threads"),
             hardware=record["provenance"].get("hardware"))
         if cfg.model.name == "sparseinst" and iam_images > 0:
-            from rtinst.engine.iam_localization import iam_localization
+            from rtinst.diagnostics.iam_localization import iam_localization
 
             iam = iam_localization(run_dir, train_images=iam_images, val_images=iam_images)
             entry["iam"] = {k: iam[k] for k in ("val_instances", "mass_in_object", "concentration",
