@@ -159,6 +159,12 @@ class FastInstConfig:
     # Pixel decoder (Table 5)
     pixel_decoder: Literal["fpn", "ppm_fpn", "transformer_encoder", "msdeformattn"] = "ppm_fpn"
     pixel_decoder_layers: int = field(default=6, metadata=_min(1))  # for the attention encoders
+    # Revision 2: the (PPM-)FPN top-down path passes each output conv's result down
+    # (bilinear) and laterals have GroupNorm without ReLU, as the official code. Revision 1
+    # (the records trained before, whose configs lack this key) passed the pre-output sum
+    # down, leaving E5's output conv without gradient. Always hashed, so no revision-1 record
+    # matches a current config; there is no other value.
+    pixel_decoder_revision: Literal[2] = 2
     # Queries (Tables 2, 6b-6e)
     query_type: Literal["zero", "learnable", "resize", "ia_guided"] = "ia_guided"
     num_ia_queries: int = field(default=100, metadata=_min(1))  # N_a
@@ -174,6 +180,10 @@ class FastInstConfig:
     gt_mask_guidance: bool = True
     ia_loss_matching: bool = True  # False: per-pixel semantic targets
     ia_loss_location_cost: bool = True
+    # No-object weight of the matched IA-loss cross-entropy: "paper" 1/T (T = positions of the
+    # source level, §3.6), "official" 1 (the released criterion's plain cross-entropy).
+    ia_loss_no_object_weight: Literal["paper", "official"] = field(default="paper",
+                                                                   metadata=HASHED_IF_SET)
     class_weight: float = field(default=2.0, metadata=_min(0.0))
     mask_weight: float = field(default=5.0, metadata=_min(0.0))
     dice_weight: float = field(default=5.0, metadata=_min(0.0))
