@@ -73,6 +73,11 @@ class YolactConfig:
 
     name: Literal["yolact"] = "yolact"
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="resnet101"))
+    # BatchNorm in training (rtinst.models.batchnorm): "official" freezes it when a process
+    # holds fewer than 6 images, as dbolya/yolact's train.py; "train" (plain BN, the tiny
+    # records), "frozen" (always) or "sync" (SyncBatchNorm over processes, CUDA).
+    batch_norm: Literal["train", "frozen", "official", "sync"] = field(default="train",
+                                                                      metadata=HASHED_IF_SET)
     num_classes: int = field(default=80, metadata=_min(1))
     image_size: int = field(default=550, metadata=_min(32))  # square, aspect ratio not kept
     fpn_channels: int = field(default=256, metadata=_min(1))

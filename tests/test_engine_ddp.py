@@ -49,8 +49,9 @@ def _smoke(data_root: Path, extra=()) -> list[str]:
 def ddp_launch(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     jobs = [{"name": "toy", "kind": "toy", "run_dir": str(tmp / "toy"), "out": str(tmp / "toy.pt")}]
-    plan = {"fastinst": ("run_training", [])}
-    plan |= {"sparseinst": ("train_loop", []), "yolact": ("train_loop", [])}
+    # in this order, so that a FastInst failure cannot hide the other models' results
+    plan = {"sparseinst": ("train_loop", []), "yolact": ("train_loop", [])}
+    plan |= {"fastinst": ("run_training", [])}
     plan |= {name: ("train_loop", extra) for name, extra in FASTINST_IDLE_ROWS.items()}
     for name, (kind, extra) in plan.items():
         model = name.split("_")[0]
