@@ -5,7 +5,8 @@ cost): the toy model, whose 2-process result must equal the 1-process one (same 
 same transform seeds, gradients averaged over ranks = full-batch mean), and each real model
 at smoke scale for a few iterations - FastInst through ``run_training`` (the ``rtinst train``
 entry) and, through ``train_loop``, SparseInst, YOLACT and the FastInst rows that leave
-decoder parts idle (zero / learnable queries, E3 / E5 query source, D=0). DDP runs without
+decoder parts idle (zero / learnable queries, E3 / E5 query source, D=0), and YOLACT with the
+official frozen BatchNorm (1 image per process: parameters without gradient). DDP runs without
 ``find_unused_parameters``, so a parameter without gradient fails the launch. For the real
 models the two processes must hold identical, trained parameters afterwards. (They are not
 compared with a 1-process run: batch-norm statistics and random point sampling depend on
@@ -50,7 +51,8 @@ def ddp_launch(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     jobs = [{"name": "toy", "kind": "toy", "run_dir": str(tmp / "toy"), "out": str(tmp / "toy.pt")}]
     # in this order, so that a FastInst failure cannot hide the other models' results
-    plan = {"sparseinst": ("train_loop", []), "yolact": ("train_loop", [])}
+    plan = {"sparseinst": ("train_loop", []), "yolact": ("train_loop", []),
+            "yolact_official_bn": ("train_loop", ["model.batch_norm=official"])}  # BN frozen
     plan |= {"fastinst": ("run_training", [])}
     plan |= {name: ("train_loop", extra) for name, extra in FASTINST_IDLE_ROWS.items()}
     for name, (kind, extra) in plan.items():
@@ -90,7 +92,8 @@ def test_fastinst_trains_through_run_training(ddp_launch):
     assert record["status"] == "done" and record["metrics"]["train_iterations"] == ITERS
 
 
-@pytest.mark.parametrize("name", ["sparseinst", "yolact", *FASTINST_IDLE_ROWS])
+@pytest.mark.parametrize("name", ["sparseinst", "yolact", "yolact_official_bn",
+                                  *FASTINST_IDLE_ROWS])
 def test_model_trains_under_ddp_with_ranks_in_sync(ddp_launch, name):
     _check_launch(ddp_launch, name)
     assert ddp_launch["done"][name] == str(ITERS)
