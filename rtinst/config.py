@@ -77,6 +77,11 @@ class YolactConfig:
 
     name: Literal["yolact"] = "yolact"
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="resnet101"))
+    # BatchNorm in training (rtinst.models.batchnorm): "official" freezes it when a process
+    # holds fewer than 6 images, as dbolya/yolact's train.py; "train" (plain BN, the tiny
+    # records), "frozen" (always) or "sync" (SyncBatchNorm over processes, CUDA).
+    batch_norm: Literal["train", "frozen", "official", "sync"] = field(default="train",
+                                                                      metadata=HASHED_IF_SET)
     num_classes: int = field(default=80, metadata=_min(1))
     image_size: int = field(default=550, metadata=_min(32))  # square, aspect ratio not kept
     fpn_channels: int = field(default=256, metadata=_min(1))
@@ -171,6 +176,12 @@ class FastInstConfig:
     # Pixel decoder (Table 5)
     pixel_decoder: Literal["fpn", "ppm_fpn", "transformer_encoder", "msdeformattn"] = "ppm_fpn"
     pixel_decoder_layers: int = field(default=6, metadata=_min(1))  # for the attention encoders
+    # Revision 2: the (PPM-)FPN top-down path passes each output conv's result down
+    # (bilinear) and laterals have GroupNorm without ReLU, as the official code. Revision 1
+    # (the records trained before, whose configs lack this key) passed the pre-output sum
+    # down, leaving E5's output conv without gradient. Always hashed, so no revision-1 record
+    # matches a current config; there is no other value.
+    pixel_decoder_revision: Literal[2] = 2
     # Queries (Tables 2, 6b-6e)
     query_type: Literal["zero", "learnable", "resize", "ia_guided"] = "ia_guided"
     num_ia_queries: int = field(default=100, metadata=_min(1))  # N_a
@@ -186,6 +197,10 @@ class FastInstConfig:
     gt_mask_guidance: bool = True
     ia_loss_matching: bool = True  # False: per-pixel semantic targets
     ia_loss_location_cost: bool = True
+    # No-object weight of the matched IA-loss cross-entropy: "paper" 1/T (T = positions of the
+    # source level, §3.6), "official" 1 (the released criterion's plain cross-entropy).
+    ia_loss_no_object_weight: Literal["paper", "official"] = field(default="paper",
+                                                                   metadata=HASHED_IF_SET)
     class_weight: float = field(default=2.0, metadata=_min(0.0))
     mask_weight: float = field(default=5.0, metadata=_min(0.0))
     dice_weight: float = field(default=5.0, metadata=_min(0.0))

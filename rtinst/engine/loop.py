@@ -5,7 +5,9 @@ adds: warm-up + step schedule, per-module lr multipliers, gradient clipping, AMP
 DDP when ``torch.distributed`` is initialised (launch with torchrun; ``batch_size`` is the
 total over all processes, as detectron2's IMS_PER_BATCH), atomic checkpoints
 every ``checkpoint_period`` iterations, a wall-clock budget (``max_minutes``), a JSONL log of
-every logged step, and a tqdm bar showing the loss terms.
+every logged step, and a tqdm bar showing the loss terms. A model with a
+``prepare_training(per_process_batch, world_size, device_type)`` method gets it called first
+(YOLACT resolves its BatchNorm mode there).
 
 Determinism: batch ``i`` is a pure function of (seed, i) - which images (a per-epoch
 permutation) and the seed of every random transform - so the same config + seed gives the
@@ -137,6 +139,14 @@ def train_loop(
     rank = torch.distributed.get_rank() if distributed else 0
     world = torch.distributed.get_world_size() if distributed else 1
 
+    if cfg.batch_size % world:
+        raise UserError(f"train.batch_size={cfg.batch_size} is the total batch and must be "
+                        f"divisible by the number of processes ({world})")
+    # A model whose layers train differently with the per-process batch (YOLACT's
+    # BatchNorm) settles that before its optimizer and DDP see its parameters.
+    prepare = getattr(model, "prepare_training", None)
+    if prepare is not None:
+        prepare(cfg.batch_size // world, world, device.type)
     model.to(device).train()
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
@@ -156,9 +166,6 @@ def train_loop(
         log_path.write_text("".join(ln + "\n" for ln in lines))
     train_model = nn.parallel.DistributedDataParallel(model) if distributed else model
 
-    if cfg.batch_size % world:
-        raise UserError(f"train.batch_size={cfg.batch_size} is the total batch and must be "
-                        f"divisible by the number of processes ({world})")
     sampler = SeededBatchSampler(len(dataset), cfg.batch_size // world, seed, start, cfg.max_iters,
                                  rank, world)
     loader = DataLoader(SeededDataset(dataset), batch_sampler=sampler, collate_fn=collate,

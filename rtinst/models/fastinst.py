@@ -130,19 +130,23 @@ class FastInst(nn.Module):
         super().__init__()
         self.cfg = cfg
         dim, k = cfg.hidden_dim, cfg.num_classes
-        self.num_ia, self.num_aux = cfg.num_ia_queries, cfg.num_aux_queries
+        # Without decoder layers nothing attends: positional embeddings and auxiliary queries
+        # (which only act as attention keys) would get no gradient, so they are not built.
+        attends = cfg.decoder_layers > 0
+        self.num_ia, self.num_aux = cfg.num_ia_queries, cfg.num_aux_queries if attends else 0
         self.backbone = build_backbone(cfg.backbone)
         in_channels = [self.backbone.out_channels[n] for n in ("res3", "res4", "res5")]
         self.pixel_decoder = build_pixel_decoder(cfg.pixel_decoder, in_channels, dim,
                                                  cfg.num_heads, cfg.ffn_dim,
                                                  cfg.pixel_decoder_layers)
-        self.pos_embedding = PositionEmbedding(cfg.pos_embedding, dim,
-                                               max(1, round(math.sqrt(self.num_ia))))
+        self.pos_embedding = (PositionEmbedding(cfg.pos_embedding, dim,
+                                                max(1, round(math.sqrt(self.num_ia))))
+                              if attends else None)
         if cfg.query_type == "ia_guided":
             self.query_proposal = QueryProposal(dim, k)
         if cfg.query_type == "learnable":
             self.query_feat = nn.Embedding(self.num_ia, dim)
-        if cfg.query_type in ("zero", "learnable"):
+        if cfg.query_type in ("zero", "learnable") and attends:
             self.query_pos = nn.Embedding(self.num_ia, dim)
         if self.num_aux:
             self.aux_feat = nn.Embedding(self.num_aux, dim)
@@ -170,22 +174,28 @@ class FastInst(nn.Module):
         if cfg.query_type == "ia_guided":
             class_map = self.query_proposal(src)
             idx = select_ia_queries(class_map, self.num_ia)
-            pos = self.pos_embedding(hs, ws, src).flatten(1)[None].expand(b, -1, -1)
-            out.update(queries=_gather(src.flatten(2), idx), pos=_gather(pos, idx),
-                       class_map=class_map, locations=idx)
+            pos = None
+            if self.pos_embedding is not None:
+                pos = _gather(self.pos_embedding(hs, ws, src).flatten(1)[None].expand(b, -1, -1),
+                              idx)
+            out.update(queries=_gather(src.flatten(2), idx), pos=pos, class_map=class_map,
+                       locations=idx)
         elif cfg.query_type in ("zero", "learnable"):
             feat = (self.query_feat.weight if cfg.query_type == "learnable"
                     else src.new_zeros(self.num_ia, c))
-            out.update(queries=feat[None].expand(b, -1, -1).to(src.dtype),
-                       pos=self.query_pos.weight[None].expand(b, -1, -1).to(src.dtype))
+            pos = (self.query_pos.weight[None].expand(b, -1, -1).to(src.dtype)
+                   if self.pos_embedding is not None else None)
+            out.update(queries=feat[None].expand(b, -1, -1).to(src.dtype), pos=pos)
         else:  # resize
             gh = max(1, round(math.sqrt(self.num_ia)))
             gw = math.ceil(self.num_ia / gh)
             resized = sum(F.interpolate(levels[n], size=(gh, gw), mode="bilinear",
                                         align_corners=False) for n in LEVELS) / len(LEVELS)
-            pos = self.pos_embedding(gh, gw, src).flatten(1)[:, :self.num_ia]
-            out.update(queries=resized.flatten(2)[:, :, :self.num_ia].transpose(1, 2),
-                       pos=pos.T[None].expand(b, -1, -1))
+            pos = None
+            if self.pos_embedding is not None:
+                pos = self.pos_embedding(gh, gw, src).flatten(1)[:, :self.num_ia].T[None]
+                pos = pos.expand(b, -1, -1)
+            out.update(queries=resized.flatten(2)[:, :, :self.num_ia].transpose(1, 2), pos=pos)
         return out
 
     def _with_aux(self, queries: torch.Tensor,
@@ -217,7 +227,8 @@ class FastInst(nn.Module):
         queries, query_pos = self._with_aux(init["queries"], init["pos"])
         b, c, h, w = e3.shape
         pixels = e3.flatten(2).transpose(1, 2)
-        pixel_pos = self.pos_embedding(h, w, e3).flatten(1).T[None]
+        pixel_pos = (self.pos_embedding(h, w, e3).flatten(1).T[None]
+                     if self.pos_embedding is not None else None)
 
         mask_features = self.mask_features(pixels) if self.shared_mask_features else None
 

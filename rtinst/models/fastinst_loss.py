@@ -14,7 +14,8 @@
 - L'_pred (GT-mask-guided learning): the same losses on the re-run stages 1..D, with the
   last stage's matching held fixed (no matching of their own).
 - L_IA-q (weight 20): cross-entropy of the auxiliary class map over every position of the
-  query-source level, no-object weight 1/T (T = positions), targets from a Hungarian match
+  query-source level, no-object weight 1/T (T = positions; the paper) or 1
+  (``ia_loss_no_object_weight="official"``: the released code), targets from a Hungarian match
   of positions to GT with ``w_cls * (-p_cls) + w_loc * 1[position outside GT]``
   (``ia_loss_location_cost=False`` drops the location term). ``ia_loss_matching=False``
   (Table 6f) uses per-pixel semantic targets instead (the class of the GT covering the
@@ -175,7 +176,7 @@ class FastInstCriterion(nn.Module):
             else:  # semantic targets; later (drawn on top) instances win overlaps
                 for j in range(labels.numel()):
                     target[i, inside[j]] = labels[j]
-        if cfg.ia_loss_matching:
+        if cfg.ia_loss_matching and cfg.ia_loss_no_object_weight == "paper":
             weight = torch.ones(k1, device=logits.device)
             weight[-1] = 1.0 / t
             loss = F.cross_entropy(logits, target, weight)

@@ -1,7 +1,7 @@
 """Necks: FPN building blocks, the pyramid pooling module and SparseInst's context encoder.
 
-Reusable pieces (FastInst's PPM-FPN pixel decoder is ``FPN(..., top=PPM(256), norm="GN",
-activation=True)``):
+Reusable pieces (FastInst's pixel decoders, whose top-down path differs, are in
+``rtinst.models.pixel_decoders``):
 
 - :func:`conv_norm_act`: a conv with optional GroupNorm / BatchNorm and ReLU.
 - :class:`PPM`: pyramid pooling (Zhao et al., PSPNet): adaptive average pooling to 1, 2, 3

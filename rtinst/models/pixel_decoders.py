@@ -1,8 +1,13 @@
 """FastInst pixel decoders (Table 5): C3, C4, C5 -> E3, E4, E5 (1/8, 1/16, 1/32, ``dim`` channels).
 
-- ``fpn``: plain FPN (1x1 laterals, nearest top-down sum, 3x3 output convs; GroupNorm+ReLU).
-- ``ppm_fpn`` (default): the same FPN with a pyramid pooling module (pool sizes 1, 2, 3, 6;
-  ``dim/4`` = 64 channels per branch) on the C5 lateral, as SparseInst's encoder.
+- ``fpn``: the official ``BaseFPN`` (:class:`TopDownFPN`): 1x1 laterals with GroupNorm and no
+  activation, 3x3 output convs with GroupNorm + ReLU; top-down, the *output-conv result* of
+  the coarser level is bilinearly upsampled and added to the next lateral
+  (``E5 = out5(lat5(C5))``, ``E4 = out4(lat4(C4) + up(E5))``, ``E3 = out3(lat3(C3) + up(E4))``),
+  so every output conv feeds E3. (A textbook FPN passes the pre-output sum down instead; then
+  E5's output conv would only be used by an E5 query source.)
+- ``ppm_fpn`` (default): the same with a pyramid pooling module (pool sizes 1, 2, 3, 6;
+  ``dim/4`` = 64 channels per branch) on the C5 lateral: ``E5 = out5(PPM(lat5(C5)))``.
 - ``transformer_encoder``: the PPM is replaced by a DETR Transformer encoder on the 1/32
   lateral (sinusoidal positions, post-norm, ``layers`` x [self-attention + FFN]), as the
   "Transformer encoder" pixel decoder of Mask2Former / MaskFormer.
@@ -23,10 +28,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rtinst.models.necks import FPN, PPM, conv_norm_act
+from rtinst.models.necks import PPM, conv_norm_act
 from rtinst.models.transformer import FFN, Attention, sine_position_embedding
 
 LEVELS = ("E3", "E4", "E5")
+
+
+class TopDownFPN(nn.Module):
+    """FastInst's (Base/PPM-)FPN: C3, C4, C5 -> E3, E4, E5; ``top`` acts on the C5 lateral."""
+
+    def __init__(self, in_channels: list[int], dim: int, top: nn.Module | None = None):
+        super().__init__()
+        self.laterals = nn.ModuleList(conv_norm_act(c, dim, 1, "GN") for c in in_channels)
+        self.outputs = nn.ModuleList(conv_norm_act(dim, dim, 3, "GN", activation=True)
+                                     for _ in in_channels)
+        self.top = top if top is not None else nn.Identity()
+        self.out_channels = dim
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        last = len(features) - 1
+        y = self.outputs[last](self.top(self.laterals[last](features[last])))
+        outs = [y]
+        for i in range(last - 1, -1, -1):
+            lat = self.laterals[i](features[i])
+            y = self.outputs[i](lat + F.interpolate(y, size=lat.shape[-2:], mode="bilinear",
+                                                    align_corners=False))
+            outs.insert(0, y)
+        return outs
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -187,12 +215,11 @@ def build_pixel_decoder(kind: str, in_channels: list[int], dim: int = 256, heads
     """Pixel decoder ``kind`` (fpn | ppm_fpn | transformer_encoder | msdeformattn):
     ``module([C3, C4, C5]) -> [E3, E4, E5]``, each with ``dim`` channels."""
     if kind == "fpn":
-        return FPN(in_channels, dim, norm="GN", activation=True)
+        return TopDownFPN(in_channels, dim)
     if kind == "ppm_fpn":
-        return FPN(in_channels, dim, top=PPM(dim), norm="GN", activation=True)
+        return TopDownFPN(in_channels, dim, top=PPM(dim))
     if kind == "transformer_encoder":
-        return FPN(in_channels, dim, top=TransformerEncoder(dim, heads, ffn_dim, layers),
-                   norm="GN", activation=True)
+        return TopDownFPN(in_channels, dim, top=TransformerEncoder(dim, heads, ffn_dim, layers))
     if kind == "msdeformattn":
         return MSDeformAttnPixelDecoder(in_channels, dim, heads, ffn_dim, layers)
     raise ValueError(f"unknown pixel decoder {kind!r}")

@@ -3,7 +3,10 @@
 Architecture (paper Sec. 3-5, REFERENCE_FACTS):
 
 - Backbone: ResNet-101 (50) C3-C5 (``build_backbone``); BN is *not* frozen in the paper
-  (set ``model.backbone.frozen_bn: false``, as the presets do).
+  (set ``model.backbone.frozen_bn: false``, as the presets do), but the official trainer
+  freezes it when a GPU holds fewer than 6 images: ``model.batch_norm`` (train / frozen /
+  official / sync, :mod:`rtinst.models.batchnorm`), applied by :meth:`Yolact.prepare_training`
+  once the training loop knows the per-process batch.
 - FPN (:class:`YolactFPN`): 1x1 lateral convs on C3-C5, top-down bilinear upsampling + sum,
   3x3 output convs (+ReLU) giving P3-P5; P6 and P7 are successive 3x3 stride-2 convs starting
   from P5 (no ReLU); no P2. 256 channels.
@@ -35,6 +38,8 @@ from torch import Tensor, nn
 from rtinst.config import YolactConfig
 from rtinst.models.anchors import decode_boxes, generate_anchors, scaled_anchor_scales
 from rtinst.models.backbones import build_backbone
+from rtinst.models.batchnorm import (check_sync_batch_norm, freeze_batch_norm,
+                                     resolve_batch_norm_mode, to_sync_batch_norm)
 from rtinst.models.yolact_loss import YolactLoss, crop_region
 from rtinst.ops import nms as nms_ops
 
@@ -139,6 +144,24 @@ class Yolact(nn.Module):
         self.loss = YolactLoss(cfg)
         self._anchor_cache: dict = {}
         self._init_weights()
+        self.batch_norm_mode = "train"  # until prepare_training resolves cfg.batch_norm
+
+    def prepare_training(self, per_process_batch: int, world_size: int = 1,
+                         device_type: str = "cpu") -> None:
+        """Apply ``cfg.batch_norm`` for ``per_process_batch`` images per process (called by
+        the training loop before it builds the optimizer and wraps the model in DDP)."""
+        mode = resolve_batch_norm_mode(self.cfg.batch_norm, per_process_batch)
+        if mode == "sync":
+            check_sync_batch_norm(world_size, device_type)
+            to_sync_batch_norm(self)
+        self.batch_norm_mode = mode
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "Yolact":
+        super().train(mode)
+        if mode and getattr(self, "batch_norm_mode", "train") == "frozen":
+            freeze_batch_norm(self)  # as the official Yolact.train: BN stays in eval mode
+        return self
 
     def _init_weights(self) -> None:
         for name, m in self.named_modules():
