@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from rtinst import paths
 from rtinst.config import DataConfig
 from rtinst.data.coco import CocoInstanceDataset
 from rtinst.data.transforms import (
@@ -27,7 +28,7 @@ from rtinst.errors import UserError
 
 
 def split_paths(cfg: DataConfig, split: str) -> tuple[Path, Path]:
-    root = Path(cfg.root)
+    root = paths.resolve(cfg.root)
     if split == "train":
         return root / cfg.train_ann, root / cfg.train_images
     return root / cfg.val_ann, root / cfg.val_images
@@ -41,7 +42,7 @@ def ensure_synthetic(cfg: DataConfig, progress: bool = True) -> None:
     """
     from rtinst.data.synthetic import GENERATION_FILE, generate_synthetic
 
-    root = Path(cfg.root)
+    root = paths.resolve(cfg.root)  # not the current folder: a notebook's kernel is elsewhere
     wanted = {"train": cfg.synthetic_train, "val": cfg.synthetic_val,
               "seed": cfg.synthetic_seed, "size": cfg.synthetic_size}
     root.mkdir(parents=True, exist_ok=True)
