@@ -19,6 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from rtinst import paths
 from rtinst.cli.sweep import add_sweep_arguments, cost_preset, submitit_params
 from rtinst.io import atomic_write_text
 
@@ -65,7 +66,7 @@ def reproduce(args: argparse.Namespace) -> int:
     t0 = time.time()
     seeds = parse_seeds(args.seeds)
     cp = cost_preset(args)
-    results = Path(args.results_dir)
+    results = paths.resolve(args.results_dir)
     specs = load_specs(args.tables or None, presets=(args.preset,) + ((cp,) if cp else ()))
     plan = plan_sweep(specs, args.preset, seeds, args.runs_dir, results / "costs",
                       data_root=args.data_root, cost_preset=cp, overrides=args.override, gpus=args.gpus,
@@ -146,7 +147,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tables", nargs="+", default=None,
                    help="specs to reproduce, e.g. fastinst/table6a yolact/table2a (default: all)")
-    add_sweep_arguments(p, default_preset="tiny")
+    add_sweep_arguments(p, default_preset="tiny", default_results="results")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: tabulate the runs that have a record (missing accuracy "
                    "cells stay empty, marked missing); cost columns are still measured")
