@@ -56,11 +56,12 @@ def run_notebook():
                       "print(f\"{record.status}: {record.config['model']['name']} at preset "
                       "{record.config['preset']}, hash {record.config_hash}\")"),
         new_markdown_cell("## Loss curve"),
-        new_code_cell("fig = run_report.plot_loss_curve(run_dir)\n"
-                      "fig if fig is not None else print(run_report.explain_missing_loss_curve(run_dir))"),
+        # the inline backend shows the figure; None means there is nothing to draw: say why
+        new_code_cell("if run_report.plot_loss_curve(run_dir) is None:\n"
+                      "    print(run_report.explain_missing_loss_curve(run_dir))"),
         new_markdown_cell("## Predictions on a few val images"),
-        new_code_cell("fig = run_report.plot_predictions(run_dir, n=3)\n"
-                      "fig if fig is not None else print(run_report.explain_missing_predictions(run_dir))"),
+        new_code_cell("if run_report.plot_predictions(run_dir, n=3) is None:\n"
+                      "    print(run_report.explain_missing_predictions(run_dir))"),
         new_markdown_cell("## COCO mask AP and TIDE errors"),
         new_code_cell("records.metrics_table(record)"),
     ]

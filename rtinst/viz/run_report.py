@@ -34,8 +34,13 @@ def missing_checkpoint(run_dir: str | Path) -> str | None:
 
 
 def explain_missing_loss_curve(run_dir: str | Path) -> str:
-    return (f"no loss curve: {paths.display(run_dir)} has no train_log.jsonl "
-            "(an evaluation-only run, or none was logged)")
+    trained_in = None
+    if (paths.resolve(run_dir) / "record.json").is_file():
+        trained_in = read_record(paths.resolve(run_dir)).artifacts.get("trained_in")
+    if trained_in:
+        return (f"no loss curve: {paths.display(run_dir)} is evaluation-only; the model was "
+                f"trained in {trained_in} (its run.ipynb has the curve)")
+    return f"no loss curve: {paths.display(run_dir)} logged no training step (no train_log.jsonl rows)"
 
 
 def explain_missing_predictions(run_dir: str | Path) -> str:
