@@ -83,3 +83,19 @@ def test_two_seed_sets_into_one_results_folder_keep_both_tables(tmp_path, toy_de
     runs_first = set(pd.read_csv(first.paths["csv"])["runs"].dropna())
     runs_second = set(pd.read_csv(second.paths["csv"])["runs"].dropna())
     assert runs_first and runs_second and not runs_first & runs_second
+
+
+def test_kept_committed_costs_are_reported(tmp_path, monkeypatch):
+    from rtinst.harness.plan import Plan, kept_costs
+
+    monkeypatch.setenv(paths.HOME_ENV, str(tmp_path))
+    committed = tmp_path / "results" / "costs" / "m.json"
+    committed.parent.mkdir(parents=True)
+    committed.write_text(json.dumps({"gflops": 1.0}))
+    plan = Plan("tiny", [0], str(tmp_path / "runs"), str(committed.parent), "coco")
+    plan.costs["m"] = CostJob("m", str(committed), "cfg.yaml", [], (32, 32), latency=True)
+    plan.costs["n"] = CostJob("n", str(committed.with_name("n.json")), "cfg.yaml", [], (32, 32),
+                              latency=True)  # not measured yet: nothing kept, it is measured
+    assert [c.key for c in kept_costs(plan)] == ["m"]
+    plan.costs["m"].latency = False
+    assert kept_costs(plan) == []

@@ -59,7 +59,7 @@ def reproduce(args: argparse.Namespace) -> int:
     from rtinst.errors import UserError
     from rtinst.harness import tables
     from rtinst.harness.estimates import estimate, within_budget
-    from rtinst.harness.plan import parse_seeds, pending_costs, pending_runs, plan_sweep
+    from rtinst.harness.plan import kept_costs, parse_seeds, pending_costs, pending_runs, plan_sweep
     from rtinst.harness.specs import load_specs
     from rtinst.harness.sweep import run_sweep
 
@@ -72,6 +72,11 @@ def reproduce(args: argparse.Namespace) -> int:
                       data_root=args.data_root, cost_preset=cp, overrides=args.override, gpus=args.gpus,
                       latency=args.latency)
     todo, costs = pending_runs(plan, args.force, args.retry_failed), pending_costs(plan, args.force)
+    kept = [] if args.force else kept_costs(plan)
+    if kept:
+        _say(f"{len(kept)} committed cost file(s) in results/costs lack the asked latency or "
+             "breakdown and are kept as measured (--force replaces them; another --results-dir "
+             "measures into its own costs/)")
     _say(f"{len(specs)} table(s); {len(plan.runs)} distinct run(s) at preset {args.preset}, seeds "
          f"{seeds}; {len(plan.costs)} cost model(s) at {cp or 'no'} scale")
     if args.budget_minutes is not None and args.budget_minutes < 0:

@@ -71,7 +71,7 @@ def sweep(args: argparse.Namespace) -> int:
 
     from rtinst.harness import tables
     from rtinst.harness.estimates import estimate
-    from rtinst.harness.plan import parse_seeds, pending_costs, pending_runs, plan_sweep
+    from rtinst.harness.plan import kept_costs, parse_seeds, pending_costs, pending_runs, plan_sweep
     from rtinst.harness.specs import load_specs
     from rtinst.harness.sweep import run_sweep
     from tqdm.auto import tqdm
@@ -90,6 +90,11 @@ def sweep(args: argparse.Namespace) -> int:
     print(f"{len(specs)} spec(s), {len(plan.runs)} distinct run(s) x seeds {seeds} at preset "
           f"{args.preset}, {len(plan.costs)} cost model(s) at {cp or 'no'} scale", file=sys.stderr)
     print(estimate(plan, todo, costs, args.workers, args.executor), file=sys.stderr)
+    kept = [] if args.force else kept_costs(plan)
+    if kept:
+        print(f"{len(kept)} committed cost file(s) in results/costs lack the asked latency or "
+              "breakdown and are kept as measured (--force replaces them; another --results-dir "
+              "measures into its own costs/)", file=sys.stderr)
     if args.dry_run:
         for job in todo:
             print(f"  {job.status():8s} {Path(job.run_dir).name}  <- {', '.join(job.used_by[:3])}")

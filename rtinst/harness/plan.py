@@ -212,6 +212,19 @@ def pending_costs(plan: Plan, force: bool = False) -> list[CostJob]:
     return [c for c in plan.costs.values() if force or c.missing(device)]
 
 
+def kept_costs(plan: Plan) -> list[CostJob]:
+    """Committed cost files that lack what the plan asks (latency, breakdown) and are kept
+    as they are: the caller says so, with the way out (--force, or another --results-dir)."""
+    device = timing_device()
+    out = []
+    for c in plan.costs.values():
+        data = read_cost(c.path) if is_committed_cost(c.path) else None
+        if data and ((c.latency and latency_missing(data, device))
+                     or (c.breakdown and breakdown_missing(data, device))):
+            out.append(c)
+    return out
+
+
 def parse_seeds(text: str | Iterable[int] | int) -> list[int]:
     if isinstance(text, int):
         return [text]
