@@ -51,14 +51,19 @@ def run_notebook():
                 'run_dir = ""\n'
                 "trained_from = None  # evaluation-only runs: the trained run's folder\n"
                 "gpus = 1  # more than 1: torchrun with one process per GPU"),
-        new_code_cell("from rtinst import records\nfrom rtinst.harness import runner\nfrom rtinst.viz import run_report\n\n"
+        # %matplotlib inline first: evaluation would otherwise switch pyplot to Agg (TIDE)
+        # and the figure cells below would stay empty
+        new_code_cell("%matplotlib inline\nfrom rtinst import records\nfrom rtinst.harness import runner\nfrom rtinst.viz import run_report\n\n"
                       "record = runner.run_one(base_config, overrides, run_dir, trained_from=trained_from, gpus=gpus)\n"
                       "print(f\"{record.status}: {record.config['model']['name']} at preset "
                       "{record.config['preset']}, hash {record.config_hash}\")"),
         new_markdown_cell("## Loss curve"),
-        new_code_cell("fig = run_report.plot_loss_curve(run_dir)"),
+        # the inline backend shows the figure; None means there is nothing to draw: say why
+        new_code_cell("if run_report.plot_loss_curve(run_dir) is None:\n"
+                      "    print(run_report.explain_missing_loss_curve(run_dir))"),
         new_markdown_cell("## Predictions on a few val images"),
-        new_code_cell("fig = run_report.plot_predictions(run_dir, n=3)"),
+        new_code_cell("if run_report.plot_predictions(run_dir, n=3) is None:\n"
+                      "    print(run_report.explain_missing_predictions(run_dir))"),
         new_markdown_cell("## COCO mask AP and TIDE errors"),
         new_code_cell("records.metrics_table(record)"),
     ]
@@ -82,8 +87,8 @@ def table_notebook(spec_rel: str, title: str, own: bool = False):
                 "workers = 1\n"
                 "data_root = None  # None: the preset's data folder\n"
                 "force = False\n"
-                'runs_dir = "results/runs"\n'
-                'results_dir = "results"\n'
+                'runs_dir = "results/runs"  # the run cache (relative: under the repository root)\n'
+                'results_dir = "results-own"  # tables/figures/costs; rtinst reproduce writes results/\n'
                 'cost_preset = "coco"  # paper scale; None skips the cost columns\n'
                 "via_notebook = True  # each run through notebooks/run.ipynb\n"
                 "run = True  # False: only tabulate the records that exist\n"
@@ -139,35 +144,54 @@ def summary_notebook():
     ]
 
 
-_ANALYSIS_SETUP = ("import matplotlib.pyplot as plt\n"
+_ANALYSIS_SETUP = ("%matplotlib inline\n"
+                   "import matplotlib.pyplot as plt\n"
                    "from IPython.display import Image, display\n"
-                   "from rtinst import viz\n"
-                   "from rtinst.viz import render\n")
+                   "from rtinst import paths, viz\n"
+                   "from rtinst.viz import render, run_report\n")
+# committed runs (the tables' baselines): the defaults must name folders that exist
+_RUNS = {"iam": "results/runs/sparseinst-tiny-78dd65121169",  # SparseInst Table 4 baseline
+         "prototypes": "results/runs/yolact-tiny-2704d636eace",  # YOLACT Table 2b, k=32
+         "queries": ["results/runs/fastinst-tiny-36d9dd86b3c6",  # FastInst Table 6f rows
+                     "results/runs/fastinst-tiny-45686ef143bb",
+                     "results/runs/fastinst-tiny-4fa5829492b2"]}
+
+
+def _with_checkpoint(call: str, runs: str = "[run_dir]") -> str:
+    """The figure call, or - without checkpoints, which are not committed - how to get them."""
+    return (f"missing = [m for m in map(run_report.missing_checkpoint, {runs}) if m]\n"
+            "if missing:\n"
+            "    print('\\n'.join(missing))\n"
+            "else:\n"
+            f"    written = {call}\n"
+            "    print(*map(paths.display, written), sep='\\n')")
 
 
 def analysis_notebooks() -> dict[str, list]:
     """notebooks/analysis/<name>.ipynb: thin calls into rtinst.viz.render, figures shown inline
     and written to ``out_dir``."""
-    common = ('out_dir = "results/figures/analysis"\n'
+    common = ('out_dir = "results-own/figures/analysis"\n'
               "data_root = None  # None: the run's own data.root\n")
     return {
         "iam": [
             new_markdown_cell("# SparseInst instance activation maps\n\nPer detection: the IAM of "
                               "each group beside its mask (paper Figure 4); per group: the mean "
                               "activation of each of the N IAMs over the val split (Figure 6)."),
-            _params('run_dir = "results/runs/sparseinst-tiny"\n' + common
+            _params(f'run_dir = "{_RUNS["iam"]}"\n' + common
                     + "images = [0, 1]  # val image positions\naverage_images = 100"),
-            new_code_cell(_ANALYSIS_SETUP + "\nwritten = render.render_iam(run_dir, out_dir, images, "
-                          "average_images, data_root=data_root, show=True)\nwritten"),
+            new_code_cell(_ANALYSIS_SETUP + "\n" + _with_checkpoint(
+                "render.render_iam(paths.resolve(run_dir), paths.resolve(out_dir), images, "
+                "average_images, data_root=data_root, show=True)")),
         ],
         "prototypes": [
             new_markdown_cell("# YOLACT prototypes and coefficients\n\nThe k prototypes for a few "
                               "images (paper Figure 5), the coefficient vectors of the detections "
                               "and the assembly prototypes x coefficients -> sigmoid -> crop -> mask "
                               "of one instance."),
-            _params('run_dir = "results/runs/yolact-tiny"\n' + common + "images = [0, 1, 2]"),
-            new_code_cell(_ANALYSIS_SETUP + "\nwritten = render.render_prototypes(run_dir, out_dir, "
-                          "images, data_root=data_root, show=True)\nwritten"),
+            _params(f'run_dir = "{_RUNS["prototypes"]}"\n' + common + "images = [0, 1, 2]"),
+            new_code_cell(_ANALYSIS_SETUP + "\n" + _with_checkpoint(
+                "render.render_prototypes(paths.resolve(run_dir), paths.resolve(out_dir), "
+                "images, data_root=data_root, show=True)")),
         ],
         "queries": [
             new_markdown_cell("# FastInst IA-guided query locations\n\nWhere the instance "
@@ -175,11 +199,12 @@ def analysis_notebooks() -> dict[str, list]:
                               "(paper Figure 3: dense semantic loss / matching without and with "
                               "the location cost; give one run per variant), beside the ground "
                               "truth, and the predicted masks with the location of their query."),
-            _params('run_dirs = ["results/runs/fastinst-tiny"]\n' + common
+            _params(f"run_dirs = {_RUNS['queries']!r}\n".replace("'", '"') + common
                     + "labels = None  # None: the IA-loss variant of each run\n"
                       "images = [0, 1]\nmin_score = 0.3"),
-            new_code_cell(_ANALYSIS_SETUP + "\nwritten = render.render_queries(run_dirs, out_dir, images, "
-                          "labels, min_score, data_root=data_root, show=True)\nwritten"),
+            new_code_cell(_ANALYSIS_SETUP + "\n" + _with_checkpoint(
+                "render.render_queries([paths.resolve(r) for r in run_dirs], paths.resolve(out_dir), "
+                "images, labels, min_score, data_root=data_root, show=True)", runs="run_dirs")),
         ],
         "tide": [
             new_markdown_cell("# TIDE error analysis\n\nEach run's TIDE summary plot and our "
@@ -190,12 +215,13 @@ def analysis_notebooks() -> dict[str, list]:
             _params('run_dirs = []  # run folders, in legend order\n'
                     "labels = None\n"
                     "runs_root = None  # or: every run with TIDE numbers under this folder\n"
-                    'out_dir = "results/figures/analysis"'),
-            new_code_cell(_ANALYSIS_SETUP + "from pathlib import Path\n\n"
+                    'out_dir = "results-own/figures/analysis"'),
+            new_code_cell(_ANALYSIS_SETUP + "\n"
                           "if runs_root:\n"
-                          "    run_dirs = [p.parent for p in sorted(Path(runs_root).rglob('record.json'))\n"
+                          "    run_dirs = [p.parent for p in sorted(paths.resolve(runs_root).rglob('record.json'))\n"
                           "                if viz.compare.has_tide(p.parent)]\n"
-                          "written = render.render_tide(run_dirs, out_dir, labels)\n"
+                          "run_dirs = [paths.resolve(r) for r in run_dirs]\n"
+                          "written = render.render_tide(run_dirs, paths.resolve(out_dir), labels)\n"
                           "for path in written:\n"
                           "    if path.suffix == '.png':\n"
                           "        display(Image(filename=str(path)))\n"
@@ -207,14 +233,14 @@ def analysis_notebooks() -> dict[str, list]:
                               "every implemented row of every saved table (each paper's Figure 1, "
                               "from our own runs)."),
             _params('results_dir = "results"\npreset = "tiny"\nx = "gflops"  # gflops | fps\n'
-                    'out_dir = "results/figures/analysis"'),
-            new_code_cell(_ANALYSIS_SETUP + "from pathlib import Path\nfrom rtinst.harness import tables\n\n"
+                    'out_dir = "results-own/figures/analysis"'),
+            new_code_cell(_ANALYSIS_SETUP + "from rtinst.harness import tables\n\n"
                           "points = viz.speed_accuracy_points(tables.load_saved(results_dir, preset), x=x)\n"
                           "fig = viz.speed_accuracy_figure(points, x=x, y='ap', label='row', group='table',\n"
                           "                                xlabel=f'our {x} (paper scale)',\n"
                           "                                ylabel=f'our mask AP ({preset})',\n"
                           "                                title=f'AP vs {x}, every row of every table ({preset})')\n"
-                          "viz.save_figure(fig, Path(out_dir) / f'speed_accuracy_{preset}_{x}.png')\n"
+                          "viz.save_figure(fig, paths.resolve(out_dir) / f'speed_accuracy_{preset}_{x}.png')\n"
                           "points.round(2)"),
         ],
     }

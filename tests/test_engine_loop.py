@@ -164,3 +164,33 @@ def test_nan_loss_stops_with_step_and_term(tmp_path):
 def test_time_budget_stops_early(tmp_path):
     _, summary = run(tmp_path, "budget", max_minutes=0.0, max_iters=1000)
     assert summary["iterations"] == 0
+
+
+def test_scalars_go_to_a_tensorboard_events_file_in_the_run_folder(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(tmp_path, "tb", max_iters=6, log_period=2)
+    events = list((tmp_path / "tb").glob("events.out.tfevents*"))
+    assert len(events) == 1
+    acc = EventAccumulator(str(events[0]))
+    acc.Reload()
+    log = [json.loads(line) for line in (tmp_path / "tb" / "train_log.jsonl").read_text().splitlines()]
+    for key in ("loss", "loss_cls", "loss_reg", "lr"):
+        scalars = acc.Scalars(f"train/{key}")
+        assert [s.step for s in scalars] == [row["iter"] for row in log]
+        assert [s.value for s in scalars] == pytest.approx([row[key] for row in log], rel=1e-6)
+
+
+def test_without_a_bar_each_logged_step_prints_one_line(tmp_path, capsys):
+    run(tmp_path, "lines", max_iters=4, log_period=2)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]
+    assert [ln.split()[1] for ln in lines] == ["2/4", "4/4"]
+    assert all(" s/step  eta " in ln and "  loss " in ln for ln in lines)
+
+
+def test_step_line_reads_like_detectron2():
+    from rtinst.engine.loop import step_line
+
+    row = {"iter": 119, "loss": 1.23449}
+    assert step_line(row, 800, 0.45) == "step 120/800  loss 1.234  0.45 s/step  eta 5m"
+    assert step_line(row, None, None) == "step 120  loss 1.234"

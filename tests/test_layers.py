@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and the ones below):
 
-    config (config, errors, io, provenance)
+    config (config, errors, io, paths, provenance)
     <- data / models / ops (the model library)
     <- records (run records and run identity, which the engine writes and reads)
     <- engine
@@ -32,6 +32,7 @@ LAYERS = {
     "rtinst.errors": (0, "config"),
     "rtinst.io": (0, "config"),
     "rtinst.provenance": (0, "config"),
+    "rtinst.paths": (0, "config"),
     "rtinst.data": (1, "data"),
     "rtinst.models": (1, "models"),
     "rtinst.ops": (1, "ops"),

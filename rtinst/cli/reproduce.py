@@ -19,6 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from rtinst import paths
 from rtinst.cli.sweep import add_sweep_arguments, cost_preset, submitit_params
 from rtinst.io import atomic_write_text
 
@@ -58,19 +59,24 @@ def reproduce(args: argparse.Namespace) -> int:
     from rtinst.errors import UserError
     from rtinst.harness import tables
     from rtinst.harness.estimates import estimate, within_budget
-    from rtinst.harness.plan import parse_seeds, pending_costs, pending_runs, plan_sweep
+    from rtinst.harness.plan import kept_costs, parse_seeds, pending_costs, pending_runs, plan_sweep
     from rtinst.harness.specs import load_specs
     from rtinst.harness.sweep import run_sweep
 
     t0 = time.time()
     seeds = parse_seeds(args.seeds)
     cp = cost_preset(args)
-    results = Path(args.results_dir)
+    results = paths.resolve(args.results_dir)
     specs = load_specs(args.tables or None, presets=(args.preset,) + ((cp,) if cp else ()))
     plan = plan_sweep(specs, args.preset, seeds, args.runs_dir, results / "costs",
                       data_root=args.data_root, cost_preset=cp, overrides=args.override, gpus=args.gpus,
                       latency=args.latency)
     todo, costs = pending_runs(plan, args.force, args.retry_failed), pending_costs(plan, args.force)
+    kept = [] if args.force else kept_costs(plan)
+    if kept:
+        _say(f"{len(kept)} committed cost file(s) in results/costs lack the asked latency or "
+             "breakdown and are kept as measured (--force replaces them; another --results-dir "
+             "measures into its own costs/)")
     _say(f"{len(specs)} table(s); {len(plan.runs)} distinct run(s) at preset {args.preset}, seeds "
          f"{seeds}; {len(plan.costs)} cost model(s) at {cp or 'no'} scale")
     if args.budget_minutes is not None and args.budget_minutes < 0:
@@ -146,7 +152,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tables", nargs="+", default=None,
                    help="specs to reproduce, e.g. fastinst/table6a yolact/table2a (default: all)")
-    add_sweep_arguments(p, default_preset="tiny")
+    add_sweep_arguments(p, default_preset="tiny", default_results="results")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: tabulate the runs that have a record (missing accuracy "
                    "cells stay empty, marked missing); cost columns are still measured")

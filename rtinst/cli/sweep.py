@@ -8,8 +8,13 @@ import sys
 from rtinst.cli.config import add_override_argument
 
 
-def add_sweep_arguments(p: argparse.ArgumentParser, default_preset: str = "tiny") -> None:
-    """Options shared by `rtinst sweep` and `rtinst reproduce`."""
+OWN_RESULTS = "results-own"  # git-ignored: a user's own tables, figures and cost files
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser, default_preset: str = "tiny",
+                        default_results: str = OWN_RESULTS) -> None:
+    """Options shared by `rtinst sweep` and `rtinst reproduce` (whose default results folder
+    is the committed ``results/``: it reproduces the paper tables)."""
     p.add_argument("--preset", default=default_preset, choices=["smoke", "tiny", "coco"],
                    help=f"scale of the trained (accuracy) columns (default {default_preset})")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
@@ -18,9 +23,14 @@ def add_sweep_arguments(p: argparse.ArgumentParser, default_preset: str = "tiny"
     p.add_argument("--workers", type=int, default=1, help="parallel runs (local pool size)")
     p.add_argument("--force", action="store_true", help="recompute runs and costs even if cached")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
-    p.add_argument("--runs-dir", default="results/runs", help="run folders (default results/runs)")
-    p.add_argument("--results-dir", default="results",
-                   help="tables/, figures/, costs/ go here (default results)")
+    p.add_argument("--runs-dir", default="results/runs",
+                   help="run folders, the cache shared with the committed runs (default "
+                   "results/runs; a new config is a new folder, a finished run is never replaced "
+                   "unless --force); relative paths are under the repository root")
+    p.add_argument("--results-dir", default=default_results,
+                   help=f"tables/, figures/, costs/ go here (default {default_results}); the "
+                   "committed cost files in results/costs are read, and kept unless --force; a "
+                   "seed set other than 0 gets its own table files (..._seeds0-1-2.csv)")
     p.add_argument("--data-root", default=None,
                    help="dataset folder for every run (default: each preset's own data.root)")
     p.add_argument("--cost-preset", default="coco",
@@ -61,9 +71,11 @@ def sweep(args: argparse.Namespace) -> int:
 
     from rtinst.harness import tables
     from rtinst.harness.estimates import estimate
-    from rtinst.harness.plan import parse_seeds, pending_costs, pending_runs, plan_sweep
+    from rtinst.harness.plan import kept_costs, parse_seeds, pending_costs, pending_runs, plan_sweep
     from rtinst.harness.specs import load_specs
     from rtinst.harness.sweep import run_sweep
+    from tqdm.auto import tqdm
+
     from rtinst.viz.table_plots import save_table_figure
 
     seeds = parse_seeds(args.seeds)
@@ -78,6 +90,11 @@ def sweep(args: argparse.Namespace) -> int:
     print(f"{len(specs)} spec(s), {len(plan.runs)} distinct run(s) x seeds {seeds} at preset "
           f"{args.preset}, {len(plan.costs)} cost model(s) at {cp or 'no'} scale", file=sys.stderr)
     print(estimate(plan, todo, costs, args.workers, args.executor), file=sys.stderr)
+    kept = [] if args.force else kept_costs(plan)
+    if kept:
+        print(f"{len(kept)} committed cost file(s) in results/costs lack the asked latency or "
+              "breakdown and are kept as measured (--force replaces them; another --results-dir "
+              "measures into its own costs/)", file=sys.stderr)
     if args.dry_run:
         for job in todo:
             print(f"  {job.status():8s} {Path(job.run_dir).name}  <- {', '.join(job.used_by[:3])}")
@@ -102,9 +119,9 @@ def sweep(args: argparse.Namespace) -> int:
             runs = open_runs[spec.id]
             if key in runs:
                 runs.discard(key)
-                if not runs:
-                    print(f"table written while the sweep goes on: {write_table(spec)}",
-                          file=sys.stderr, flush=True)
+                if not runs:  # tqdm.write: above the sweep's progress bar, not into it
+                    tqdm.write(f"table written while the sweep goes on: {write_table(spec)}",
+                               file=sys.stderr)
 
     result = run_sweep(plan, args.executor, args.workers, force=args.force,
                        retry_failed=args.retry_failed, via_notebook=not args.no_notebook,

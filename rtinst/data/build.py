@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from rtinst import paths
 from rtinst.config import ConfigError, DataConfig
 from rtinst.data.augment import DiscardSmallBoxes, SplitCrowd, ssd_augmentation
 from rtinst.data.coco import CocoInstanceDataset
@@ -31,7 +32,7 @@ from rtinst.errors import UserError
 
 
 def split_paths(cfg: DataConfig, split: str) -> tuple[Path, Path]:
-    root = Path(cfg.root)
+    root = paths.resolve(cfg.root)
     if split == "train":
         return root / cfg.train_ann, root / cfg.train_images
     return root / cfg.val_ann, root / cfg.val_images
@@ -45,7 +46,7 @@ def ensure_synthetic(cfg: DataConfig, progress: bool = True) -> None:
     """
     from rtinst.data.synthetic import GENERATION_FILE, generate_synthetic
 
-    root = Path(cfg.root)
+    root = paths.resolve(cfg.root)  # not the current folder: a notebook's kernel is elsewhere
     wanted = {"train": cfg.synthetic_train, "val": cfg.synthetic_val,
               "seed": cfg.synthetic_seed, "size": cfg.synthetic_size}
     root.mkdir(parents=True, exist_ok=True)

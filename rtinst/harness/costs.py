@@ -65,7 +65,9 @@ def measure_cost(job: dict) -> dict:
 
     path = Path(job["path"])
     remove_stale_tmp(path)
-    data = {} if job.get("force") else read_cost(path) or {}
+    # a measurement of the committed cache is the start; the result goes to this sweep's own file
+    shared = job.get("shared")
+    data = {} if job.get("force") else read_cost(path) or (read_cost(shared) if shared else None) or {}
     t0 = time.time()
     cfg = load_config(job["base_config"], job["overrides"])
     torch.manual_seed(0)

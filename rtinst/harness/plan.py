@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from rtinst import paths
 from rtinst.config import RunConfig
 from rtinst.errors import UserError
 from rtinst.harness.costs import breakdown_missing, cost_key, latency_missing, read_cost, timing_device
@@ -63,11 +64,19 @@ class CostJob:
     breakdown: bool = False
     used_by: list[str] = field(default_factory=list)
 
+    # read-only: the committed measurement, used when ``path`` (this sweep's own) is not there
+    shared: str | None = None
+
+    def data(self) -> dict | None:
+        return read_cost(self.path) or (read_cost(self.shared) if self.shared else None)
+
     def missing(self, device: str | None = None) -> bool:
         """``device``: where latency would be timed (default: this machine's, see timing_device)."""
-        data = read_cost(self.path)
+        data = self.data()
         if data is None:
             return True
+        if is_committed_cost(self.path):
+            return False  # a committed measurement is kept (pending_costs(force=True) redoes it)
         device = device or timing_device()
         return (self.latency and latency_missing(data, device)) or (
             self.breakdown and breakdown_missing(data, device))
@@ -102,6 +111,16 @@ class Plan:
         return self.costs.get(key) if key else None
 
 
+COMMITTED_COSTS = "results/costs"  # feed the committed tables: never rewritten unless forced
+
+
+def is_committed_cost(path: str | Path) -> bool:
+    """A cost file of the committed cache that exists: kept as measured (on the hardware its
+    provenance names), not topped up with numbers of a busy or other machine."""
+    p = paths.resolve(path)
+    return p.is_file() and p.parent == paths.resolve(COMMITTED_COSTS)
+
+
 def _data_root_override(cfg: RunConfig, data_root: str | None) -> list[str]:
     """``data.root`` for a user-given data folder. Synthetic datasets of different sizes get
     their own sub-folder (the generator refuses to reuse a folder of another size)."""
@@ -134,6 +153,7 @@ def plan_sweep(specs: Iterable[TableSpec], preset: str = "tiny", seeds: Iterable
     paper scale. ``overrides`` apply to every training run (e.g. ``train.max_iters=100``).
     """
     seeds = [int(s) for s in seeds]
+    runs_dir, costs_dir = paths.resolve(runs_dir), paths.resolve(costs_dir)  # not the cwd
     plan = Plan(preset, seeds, str(runs_dir), str(costs_dir), cost_preset or "none")
     overrides = list(overrides)
     for spec in specs:
@@ -146,9 +166,11 @@ def plan_sweep(specs: Iterable[TableSpec], preset: str = "tiny", seeds: Iterable
                 ccfg = row_config(spec, row, cost_preset, ["model.backbone.pretrained=none"])
                 size = cost_size(spec, row)
                 key = cost_key(ccfg, size)
+                shared = paths.resolve(COMMITTED_COSTS) / f"{key}.json"
                 job = plan.costs.setdefault(key, CostJob(
                     key, str(Path(costs_dir) / f"{key}.json"), str(row_base(spec, row, cost_preset)),
-                    row_overrides(spec, row, cost_preset) + ["model.backbone.pretrained=none"], size))
+                    row_overrides(spec, row, cost_preset) + ["model.backbone.pretrained=none"], size,
+                    shared=str(shared) if shared.parent != costs_dir else None))
                 job.latency |= want_latency
                 job.breakdown |= want_breakdown
                 job.used_by.append(where)
@@ -188,6 +210,19 @@ def pending_runs(plan: Plan, force: bool = False, retry_failed: bool = False) ->
 def pending_costs(plan: Plan, force: bool = False) -> list[CostJob]:
     device = timing_device()  # once, not per cost file
     return [c for c in plan.costs.values() if force or c.missing(device)]
+
+
+def kept_costs(plan: Plan) -> list[CostJob]:
+    """Committed cost files that lack what the plan asks (latency, breakdown) and are kept
+    as they are: the caller says so, with the way out (--force, or another --results-dir)."""
+    device = timing_device()
+    out = []
+    for c in plan.costs.values():
+        data = read_cost(c.path) if is_committed_cost(c.path) else None
+        if data and ((c.latency and latency_missing(data, device))
+                     or (c.breakdown and breakdown_missing(data, device))):
+            out.append(c)
+    return out
 
 
 def parse_seeds(text: str | Iterable[int] | int) -> list[int]:

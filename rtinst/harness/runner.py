@@ -18,14 +18,15 @@ import subprocess
 import time
 from pathlib import Path
 
+from rtinst import paths
 from rtinst.errors import UserError
 from rtinst.harness.external import build_detector, model_builder
 from rtinst.harness.notebook_exec import execute_notebook
-from rtinst.harness.specs import REPO_ROOT
+from rtinst.harness.params import parse_overrides
 from rtinst.io import remove_stale_tmp
 from rtinst.records import RECORD_NAME, RunRecord, read_record, write_record
 
-RUN_NOTEBOOK = REPO_ROOT / "notebooks" / "run.ipynb"
+RUN_NOTEBOOK = paths.PACKAGE_DIR.parent / "notebooks" / "run.ipynb"
 LOCK_NAME = ".lock"
 
 
@@ -108,7 +109,8 @@ def run_one(base_config: str, overrides: list[str], run_dir: str | Path,
     """
     from rtinst.config import load_config, save_config
 
-    run_dir = Path(run_dir)
+    run_dir, base_config = paths.resolve(run_dir), paths.resolve(base_config)
+    overrides = parse_overrides(overrides)
     try:
         cfg = load_config(base_config, overrides)
         if trained_from:
@@ -131,7 +133,7 @@ def run_one(base_config: str, overrides: list[str], run_dir: str | Path,
         _ensure_failed_record(base_config, overrides, run_dir, failure_reason(e))
         raise
     if trained_from and record.status == "done":
-        record.artifacts["trained_in"] = str(trained_from)
+        record.artifacts["trained_in"] = paths.display(trained_from)  # not machine-specific
         write_record(record, run_dir)
     return record
 
@@ -159,7 +161,7 @@ def execute_run(job: dict, via_notebook: bool = True, fresh: bool = False) -> di
     ``fresh`` clears the folder first (``--force``, or retrying a failed run). Never raises
     for a failed run: returns ``{"status": "failed", "error": ...}`` so the sweep goes on.
     """
-    run_dir = Path(job["run_dir"]).resolve()
+    run_dir = paths.resolve(job["run_dir"])
     t0 = time.time()
     with run_lock(run_dir):
         status = run_status(run_dir)

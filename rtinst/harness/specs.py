@@ -63,6 +63,7 @@ import yaml
 
 from rtinst.config import (ConfigError, RunConfig, apply_overrides, from_dict, load_config,
                            parse_override, to_dict)
+from rtinst import paths
 from rtinst.errors import UserError, did_you_mean
 from rtinst.harness.paper_tables import read_paper_csv
 
@@ -172,18 +173,16 @@ class TableSpec:
 
 
 def _display(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    return paths.display(path)
 
 
 def resolve_base_config(template: str, model: str, preset: str) -> Path:
+    """The base config file: ``rtinst/...`` inside the package, other relative paths by the
+    rule of :mod:`rtinst.paths` (never the current folder of a notebook's kernel)."""
     rel = template.format(model=model, preset=preset)
-    path = Path(rel)
-    if not path.is_absolute():
-        path = (REPO_ROOT / rel) if rel.startswith("rtinst/") else (Path.cwd() / rel)
-    return path
+    if not Path(rel).is_absolute() and rel.startswith("rtinst/"):
+        return paths.PACKAGE_DIR.parent / rel
+    return paths.resolve(rel)
 
 
 def list_specs(root: Path = EXPERIMENTS_DIR) -> list[Path]:
@@ -193,10 +192,16 @@ def list_specs(root: Path = EXPERIMENTS_DIR) -> list[Path]:
 
 
 def find_spec(name: str, root: Path = EXPERIMENTS_DIR) -> Path:
-    """A spec by path, by ``paper/table`` or by a unique prefix such as ``fastinst/table6a``."""
+    """A spec by path, by ``paper/table`` or by a unique prefix such as ``fastinst/table6a``.
+
+    A relative path resolves as :mod:`rtinst.paths` says (``experiments/yolact/x.yaml`` is the
+    same file from any folder), then against the current folder (a user's own spec file)."""
     p = Path(name)
-    if p.suffix == ".yaml" and p.is_file():
-        return p
+    if p.suffix == ".yaml":
+        for candidate in (paths.resolve(p), p):
+            if candidate.is_file():
+                return candidate
+    name = name.removeprefix("experiments/")
     own = root / f"{name.removesuffix('.yaml')}.yaml"  # e.g. examples/yolact_fpn_width
     if own.is_file():
         return own

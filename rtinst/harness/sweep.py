@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rtinst.harness.costs import measure_cost
-from rtinst.harness.estimates import estimate
+from rtinst.harness.estimates import estimate, parallel_runs, price_runs
 from rtinst.harness.executors import Executor
 from rtinst.harness.plan import CostJob, Plan, RunJob, pending_costs, pending_runs
+from rtinst.harness.progress import SweepProgress
 from rtinst.harness.runner import execute_run, failure_reason
 from rtinst.records import read_record
 
@@ -96,12 +97,14 @@ def run_sweep(plan: Plan, executor: str = "local", workers: int = 1, force: bool
               submitit_folder: str | Path | None = None, submitit_params: dict | None = None,
               log: Callable[[str], None] | None = print, poll: float = 0.1,
               announce: bool = True, on_settled: Callable[[str], None] | None = None,
-              train: bool = True) -> SweepResult:
+              train: bool = True, progress: bool = True) -> SweepResult:
     """Execute the plan's missing runs and cost measurements; return what happened.
     ``announce``: log the time estimate before starting (callers that printed it: False).
     ``on_settled(config_hash)``: called as each missing run ends (done, failed or skipped),
     e.g. to write a table as soon as its last run is in rather than after the whole sweep.
-    ``train=False``: measure the missing costs only (missing runs stay missing)."""
+    ``train=False``: measure the missing costs only (missing runs stay missing).
+    ``progress``: a bar over the runs with the estimated time left, and the running job's
+    step / loss / s/step, one line per logged step (:mod:`rtinst.harness.progress`)."""
     settled = on_settled or (lambda _key: None)
     t0 = time.time()
     log = log or (lambda _msg: None)
@@ -120,11 +123,16 @@ def run_sweep(plan: Plan, executor: str = "local", workers: int = 1, force: bool
         return result
     if announce:
         log(str(estimate(plan, todo, costs, workers, executor)))
+    prices, _ = price_runs(plan, todo)
+    bar = SweepProgress({j.config_hash: p for j, p in zip(todo, prices)},
+                        parallel_runs(executor, workers), enabled=progress and bool(todo), log=log)
+    log = bar.write  # lines above the bar
     fresh = {j.config_hash for j in todo if force or j.status() == "failed"}
     pool = Executor(executor, workers, submitit_folder or Path(plan.runs_dir) / "_submitit",
                     submitit_params)
     waiting = {j.config_hash: j for j in todo if j.depends_on and j.depends_on in {t.config_hash for t in todo}}
     handles: dict[Any, tuple[str, str]] = {}
+    watched = 0.0
 
     def submit_run(job: RunJob) -> None:
         handles[pool.submit(execute_run, _job_dict(job), via_notebook, job.config_hash in fresh)] = ("run", job.config_hash)
@@ -138,6 +146,10 @@ def run_sweep(plan: Plan, executor: str = "local", workers: int = 1, force: bool
         while handles:
             finished = [h for h in handles if h.done()]
             if not finished:
+                if time.time() - watched >= 1.0:  # the running job's log, once a second
+                    watched = time.time()
+                    bar.watch({k: (plan.runs[k].run_dir, plan.runs[k].max_iters)
+                               for kind, k in handles.values() if kind == "run"})
                 time.sleep(poll)
                 continue
             for h in finished:
@@ -154,6 +166,7 @@ def run_sweep(plan: Plan, executor: str = "local", workers: int = 1, force: bool
                         log(f"cost {key} failed: {out.get('error', '')}")
                     continue
                 job = plan.runs[key]
+                bar.finished(key)
                 if out["status"] == "done":
                     result.ran.append(key)
                     log(f"done   {Path(job.run_dir).name} ({out.get('seconds', 0):.1f} s)")
@@ -169,9 +182,11 @@ def run_sweep(plan: Plan, executor: str = "local", workers: int = 1, force: bool
                         submit_run(dep)
                     else:
                         result.skipped[dep.config_hash] = f"its trained run {Path(job.run_dir).name} failed"
+                        bar.finished(dep.config_hash)
                         settled(dep.config_hash)
                 settled(key)
     finally:
         pool.shutdown()
+        bar.close()
     result.seconds = time.time() - t0
     return result

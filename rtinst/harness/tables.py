@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rtinst import paths
 from rtinst.harness.paper_tables import paper_numbers, read_paper_csv
+from rtinst.harness.params import parse_overrides
 from rtinst.harness.specs import OUR_METRIC, PAPERS, TableSpec, load_spec
 from rtinst.io import atomic_path
 from rtinst.records import read_record
@@ -85,12 +87,10 @@ def _cost_row(data: dict) -> dict:
 
 def collect_costs(spec: TableSpec, plan) -> pd.DataFrame:
     """One row per implemented table row: the cached paper-scale cost measurement."""
-    from rtinst.harness.costs import read_cost
-
     rows = []
     for row in spec.implemented_rows:
         job = plan.cost_for(spec.id, row.label)
-        data = read_cost(job.path) if job else None
+        data = job.data() if job else None
         rows.append({"label": row.label, **(_cost_row(data) if data else {})})
     return pd.DataFrame(rows)
 
@@ -314,31 +314,44 @@ def display_table(spec: TableSpec, table: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------- save
 
 
-def output_paths_by_name(results_dir: str | Path, preset: str, name: str) -> dict[str, Path]:
-    """Where the table ``paper/table`` of a preset is saved."""
-    results_dir = Path(results_dir)
-    stem = name.replace("/", "_", 1)
+DEFAULT_SEEDS = (0,)  # the seed set of the plain table names (the CLI's --seeds default)
+
+
+def seeds_suffix(seeds) -> str:
+    """``""`` for the default seed set, else e.g. ``"_seeds0-1-2"``: a table of other seeds is
+    another file, never silently replacing the one of the default seeds (or of other seeds)."""
+    if seeds is None:
+        return ""
+    seeds = tuple(sorted(int(s) for s in seeds))
+    return "" if seeds == DEFAULT_SEEDS else "_seeds" + "-".join(map(str, seeds))
+
+
+def output_paths_by_name(results_dir: str | Path, preset: str, name: str,
+                         seeds=None) -> dict[str, Path]:
+    """Where the table ``paper/table`` of a preset (and seed set) is saved."""
+    results_dir = paths.resolve(results_dir)
+    stem = name.replace("/", "_", 1) + seeds_suffix(seeds)
     return {"csv": results_dir / "tables" / preset / f"{stem}.csv",
             "parquet": results_dir / "tables" / preset / f"{stem}.parquet",
             "claims": results_dir / "tables" / preset / f"{stem}_claims.csv",
             "figure": results_dir / "figures" / preset / f"{stem}.png"}
 
 
-def output_paths(spec: TableSpec, results_dir: str | Path, preset: str) -> dict[str, Path]:
-    return output_paths_by_name(results_dir, preset, spec.id)
+def output_paths(spec: TableSpec, results_dir: str | Path, preset: str, seeds=None) -> dict[str, Path]:
+    return output_paths_by_name(results_dir, preset, spec.id, seeds)
 
 
 def save_outputs(spec: TableSpec, table: pd.DataFrame, claims: pd.DataFrame,
-                 results_dir: str | Path, preset: str) -> dict[str, Path]:
+                 results_dir: str | Path, preset: str, seeds=None) -> dict[str, Path]:
     """Write the table (CSV + parquet) and its claims; the paths include where the figure goes."""
-    paths = output_paths(spec, results_dir, preset)
-    with atomic_path(paths["csv"]) as tmp:
+    out = output_paths(spec, results_dir, preset, seeds)
+    with atomic_path(out["csv"]) as tmp:
         table.to_csv(tmp, index=False)
-    with atomic_path(paths["parquet"]) as tmp:
+    with atomic_path(out["parquet"]) as tmp:
         _parquet_safe(table).to_parquet(tmp, index=False)
-    with atomic_path(paths["claims"]) as tmp:
+    with atomic_path(out["claims"]) as tmp:
         claims.to_csv(tmp, index=False)
-    return paths
+    return out
 
 
 def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
@@ -389,18 +402,20 @@ def reproduce_table(spec: str | Path | TableSpec, preset: str = "tiny", seeds: A
     from rtinst.harness.sweep import run_sweep
 
     t0 = time.time()
+    overrides = parse_overrides(overrides)  # papermill -p overrides gives one string
     if not isinstance(spec, TableSpec):
         spec = load_spec(find_spec(str(spec)), presets=(preset,) + ((cost_preset,) if cost_preset else ()))
-    results_dir = Path(results_dir)
-    plan = plan_sweep([spec], preset, parse_seeds(seeds), runs_dir, results_dir / "costs",
+    results_dir = paths.resolve(results_dir)
+    seeds = parse_seeds(seeds)
+    plan = plan_sweep([spec], preset, seeds, runs_dir, results_dir / "costs",
                       data_root=data_root, cost_preset=cost_preset, overrides=overrides,
                       latency=latency)
     sweep = run_sweep(plan, executor, workers, force=force, via_notebook=via_notebook, log=log) if run else None
     runs = collect_runs(spec, plan)
     table = build_table(spec, runs, collect_costs(spec, plan), preset)
     claims = judge_claims(spec, table, preset)
-    paths = save_outputs(spec, table, claims, results_dir, preset)
-    return TableResult(spec, table, claims, paths, preset, sweep, time.time() - t0, runs)
+    saved = save_outputs(spec, table, claims, results_dir, preset, seeds)
+    return TableResult(spec, table, claims, saved, preset, sweep, time.time() - t0, runs)
 
 
 # ---------------------------------------------------------------------------- summary
@@ -411,10 +426,10 @@ def load_saved(results_dir: str | Path, preset: str,
     """Every saved table of a preset: ``{"paper/table": (table, claims)}``; by default the
     three papers' tables only (own ablations saved beside them are not paper claims)."""
     out = {}
-    folder = Path(results_dir) / "tables" / preset
+    folder = paths.resolve(results_dir) / "tables" / preset
     for csv in sorted(folder.glob("*.csv")):
-        if csv.stem.endswith("_claims"):
-            continue
+        if csv.stem.endswith("_claims") or "_seeds" in csv.stem:
+            continue  # tables of other seed sets are read by name, not mixed into the summary
         paper, _, table = csv.stem.partition("_")
         if papers is not None and paper not in papers:
             continue

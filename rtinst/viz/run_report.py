@@ -9,13 +9,50 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rtinst import paths
 from rtinst.records import read_record, read_train_log
+
+
+def recreate_command(run_dir: str | Path) -> str:
+    """How to re-create a run's checkpoint and COCO results (neither is committed): retrain it
+    in place at the thread count it was recorded with (same config + seed + threads give the
+    same weights)."""
+    run_dir = paths.resolve(run_dir)
+    rel = paths.display(run_dir)
+    threads = read_record(run_dir).provenance.get("torch_threads") if (run_dir / "record.json").is_file() else None
+    env = f"OMP_NUM_THREADS={threads} " if threads else ""
+    return f"{env}rtinst train --config {rel}/config.yaml --run-dir {rel}"
+
+
+def missing_checkpoint(run_dir: str | Path) -> str | None:
+    """None when the run has its checkpoint, else one line saying how to re-create it."""
+    run_dir = paths.resolve(run_dir)
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        return None
+    return (f"{paths.display(run_dir)} has no checkpoint (checkpoints are not committed); "
+            f"re-create it with `{recreate_command(run_dir)}`")
+
+
+def explain_missing_loss_curve(run_dir: str | Path) -> str:
+    trained_in = None
+    if (paths.resolve(run_dir) / "record.json").is_file():
+        trained_in = read_record(paths.resolve(run_dir)).artifacts.get("trained_in")
+    if trained_in:
+        return (f"no loss curve: {paths.display(run_dir)} is evaluation-only; the model was "
+                f"trained in {trained_in} (its run.ipynb has the curve)")
+    return f"no loss curve: {paths.display(run_dir)} logged no training step (no train_log.jsonl rows)"
+
+
+def explain_missing_predictions(run_dir: str | Path) -> str:
+    return (f"no predictions: {paths.display(run_dir)} has no coco_segm_results.json (COCO results "
+            f"are not committed); re-create them with `{recreate_command(run_dir)}`")
 
 
 def plot_loss_curve(run_dir: str | Path):
     """Total loss and each loss term against the iteration (None when nothing was logged)."""
     import matplotlib.pyplot as plt
 
+    run_dir = paths.resolve(run_dir)
     log = read_train_log(run_dir)
     if log.empty:
         return None
@@ -39,13 +76,13 @@ def plot_predictions(run_dir: str | Path, n: int = 3, min_score: float = 0.3, ma
     from PIL import Image
     from pycocotools import mask as mask_utils
 
-    run_dir = Path(run_dir)
+    run_dir = paths.resolve(run_dir)
     results_path = run_dir / "coco_segm_results.json"
     if not results_path.is_file():
         return None
     rec = read_record(run_dir)
     data = rec.config.get("data", {})
-    root = Path(data.get("root", ""))
+    root = paths.resolve(data.get("root", ""))
     gt = json.loads((root / data.get("val_ann", "")).read_text())
     files = {im["id"]: root / data.get("val_images", "") / im["file_name"] for im in gt["images"]}
     names = {c["id"]: c["name"] for c in gt["categories"]}
