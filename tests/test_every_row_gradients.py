@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rtinst.config import config_hash
+from rtinst.records import config_hash
 from rtinst.data.build import build_dataset, collate_fn
 from rtinst.models import build_model
-from rtinst.specs import load_specs, row_config, trained_row
+from rtinst.harness.specs import load_specs, row_config, trained_row
 
 
 def _rows(data_root) -> dict[str, tuple[str, object]]:

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rtinst.config import config_hash, load_config
+from rtinst.config import load_config
+from rtinst.records import config_hash
 from rtinst.models import build_model
 from rtinst.models.necks import PPM
 from rtinst.models.pixel_decoders import TopDownFPN, build_pixel_decoder
@@ -98,8 +99,8 @@ def test_paper_scale_parameters_equal_the_official_models():
 
 def _tiny_row_runs() -> dict[str, list[tuple[str, Path]]]:
     """model -> [(row, its run folder at the tiny preset)] over every implemented table row."""
-    from rtinst.experiments import run_dir_for
-    from rtinst.specs import load_specs, row_config, trained_row
+    from rtinst.records import run_dir_for
+    from rtinst.harness.specs import load_specs, row_config, trained_row
 
     out: dict[str, list[tuple[str, Path]]] = {}
     for spec in load_specs(presets=("tiny",)):

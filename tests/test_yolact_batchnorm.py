@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from rtinst.config import _hashed_view, config_hash, load_config
+from rtinst.config import load_config
+from rtinst.records import _hashed_view, config_hash
 from rtinst.data.build import build_dataset, collate_fn
 from rtinst.engine.loop import train_loop
 from rtinst.errors import UserError
