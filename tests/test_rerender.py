@@ -42,6 +42,10 @@ def test_cached_tiny_rerender_is_byte_identical(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     for folder in ("tables/tiny", "figures/tiny"):
         committed, rendered = RESULTS / folder, out / folder
-        assert _files(rendered) == _files(committed), folder
-        _, differ, errors = filecmp.cmpfiles(committed, rendered, sorted(_files(committed)), shallow=False)
+        written = _files(rendered)
+        assert written, f"{folder}: nothing rendered"
+        assert written <= _files(committed), f"{folder}: not committed: {sorted(written - _files(committed))}"
+        # own ablations (own_*) are tabulated by their own benchmarks, not by `reproduce` (all)
+        assert all(Path(f).name.startswith("own_") for f in _files(committed) - written), folder
+        _, differ, errors = filecmp.cmpfiles(committed, rendered, sorted(written), shallow=False)
         assert not differ and not errors, f"{folder}: differ from the committed files: {differ + errors}"
