@@ -61,13 +61,20 @@ def deformable_switches(cfg) -> list[str]:
     return found
 
 
-def check_exportable(model: nn.Module) -> None:
-    """Refuse what ONNX cannot express, before any tracing."""
-    switches = deformable_switches(model.cfg)
+def check_config(cfg) -> None:
+    """Refuse a model config that ONNX cannot express (deformable convs), before building it."""
+    if cfg.name not in ("fastinst", "sparseinst", "yolact"):
+        raise UserError(f"model.name={cfg.name!r}: no ONNX export for this model")
+    switches = deformable_switches(cfg)
     if switches:
         raise UserError(f"{', '.join(switches)}: deformable convolutions "
                         "(torchvision::deform_conv2d) have no ONNX operator; export the model "
                         "without this switch")
+
+
+def check_exportable(model: nn.Module) -> None:
+    """Refuse what ONNX cannot express, before any tracing."""
+    check_config(model.cfg)
     for name, module in model.named_modules():
         if type(module).__name__ in ("DeformConv2d", "ModulatedDeformConv2d", "DeformConv3x3"):
             raise UserError(f"module {name}: deformable convolution (torchvision::deform_conv2d) "
@@ -202,6 +209,7 @@ class ExportReport:
     model: str
     outputs: list[str]
     dynamic: dict[str, bool]  # batch / height / width: symbolic in the graph?
+    ranges: dict[str, list]  # [min, max or None] of each symbolic axis
     example_size: list[int]
     opset: int
     export_s: float
@@ -211,11 +219,23 @@ class ExportReport:
         return dict(self.__dict__)
 
 
-def _dynamic_dims(ep) -> dict[str, bool]:
+AXES = {"batch": 0, "height": 2, "width": 3}
+
+
+def _dynamic_dims(ep) -> tuple[dict[str, bool], dict[str, list]]:
+    """Which input axes stayed symbolic, and the range torch.export proved for each
+    (e.g. a minimum image size: below it the graph's shapes are not valid)."""
     node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == INPUT_NAME)
     shape = node.meta["val"].shape
-    return {"batch": not isinstance(shape[0], int), "height": not isinstance(shape[2], int),
-            "width": not isinstance(shape[3], int)}
+    dynamic, ranges = {}, {}
+    for axis, i in AXES.items():
+        dim = shape[i]
+        dynamic[axis] = not isinstance(dim, int)
+        if dynamic[axis]:
+            r = ep.range_constraints[dim.node.expr]
+            upper = None if r.upper.is_infinite or int(r.upper) > 2 ** 31 else int(r.upper)
+            ranges[axis] = [int(r.lower), upper]
+    return dynamic, ranges
 
 
 def export_onnx(model: nn.Module, out: str | Path,
@@ -237,11 +257,11 @@ def export_onnx(model: nn.Module, out: str | Path,
     shapes = {INPUT_NAME: {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}} if dynamic else None
     with torch.no_grad():
         ep = torch.export.export(_Named(net), (example,), dynamic_shapes=shapes, strict=False)
-    dims = _dynamic_dims(ep)
+    dims, ranges = _dynamic_dims(ep)
     program = torch.onnx.export(ep, (example,), input_names=[INPUT_NAME], output_names=net.names,
                                 opset_version=opset, dynamo=True, verbose=False,
                                 report=False)
-    meta = {"model": model.cfg.name, "outputs": net.names, "dynamic": dims,
+    meta = {"model": model.cfg.name, "outputs": net.names, "dynamic": dims, "ranges": ranges,
             "example_size": [h, w], "post_processing": "python (rtinst.engine.export.OnnxDetector)"}
     program.model.metadata_props[METADATA_KEY] = json.dumps(meta)
     out = Path(out)
@@ -256,7 +276,8 @@ def export_onnx(model: nn.Module, out: str | Path,
         got = OnnxDetector(out, model).raw(example)
         diffs = {k: float((got[k] - r).abs().max()) if r.numel() else 0.0
                  for k, r in zip(net.names, ref)}
-    return ExportReport(str(out), model.cfg.name, net.names, dims, [h, w], opset, elapsed, diffs)
+    return ExportReport(str(out), model.cfg.name, net.names, dims, ranges, [h, w], opset,
+                        elapsed, diffs)
 
 
 class _Named(nn.Module):
@@ -316,12 +337,19 @@ class OnnxDetector:
         self.names = [o.name for o in self.session.get_outputs()]
 
     def _check(self, images: torch.Tensor) -> None:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise UserError(f"{self.path}: expects images (B, 3, H, W), got {tuple(images.shape)}")
         fixed = self.session.get_inputs()[0].shape
-        for i, axis in ((0, "batch"), (2, "height"), (3, "width")):
+        for axis, i in AXES.items():
             if isinstance(fixed[i], int) and images.shape[i] != fixed[i]:
                 raise UserError(f"{self.path}: exported with a fixed {axis} of {fixed[i]}, got "
                                 f"{images.shape[i]} (re-export at this size, or with dynamic "
                                 "shapes where the model allows)")
+            low, high = self.meta.get("ranges", {}).get(axis, [None, None])
+            n = images.shape[i]
+            if (low is not None and n < low) or (high is not None and n > high):
+                raise UserError(f"{self.path}: {axis} {n} is outside the range the export is "
+                                f"valid for ({low}..{high if high is not None else 'any'})")
 
     def raw(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         self._check(images)
