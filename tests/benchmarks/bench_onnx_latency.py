@@ -2,7 +2,7 @@
 
 Not a pytest test (no ``test_`` prefix). Run from the repository root:
 
-    OMP_NUM_THREADS=2 nice -n 10 python tests/benchmarks/bench_onnx_latency.py [--rows tiny,paper]
+    OMP_NUM_THREADS=1 nice -n 10 python tests/benchmarks/bench_onnx_latency.py [--rows tiny,paper]
 
 Each row is ``rtinst bench latency --config C --size S --runtime onnxruntime``: random
 weights, batch 1, the same input, thread count and post-processing for both runtimes (model
@@ -55,7 +55,11 @@ def _markdown(record: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="tiny,paper", help="comma-separated: tiny, paper")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", default="fastinst,sparseinst,yolact",
+                        help="comma-separated, in the order they run")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and onnxruntime threads (default 1: on the shared 2-core "
+                        "CPU, 2 threads made eager 4-10x slower, not faster)")
     parser.add_argument("--out", default=str(REPO / "results/benchmarks/onnx_latency.json"))
     args = parser.parse_args()
 
@@ -70,7 +74,8 @@ def main() -> int:
     iters = {"tiny": (3, 20), "paper": (2, 10)}
     for scale in [s.strip() for s in args.rows.split(",") if s.strip()]:
         warmup, n = iters[scale]
-        for model, config, size in ROWS[scale]:
+        rows = {m: (m, c, sz) for m, c, sz in ROWS[scale]}
+        for model, config, size in (rows[m.strip()] for m in args.models.split(",")):
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "row.json"
                 load_before = os.getloadavg()[0]
