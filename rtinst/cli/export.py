@@ -60,8 +60,7 @@ def _onnx(args: argparse.Namespace) -> int:
         print("note: no --checkpoint, exporting random weights (latency only)")
     report = export_onnx(model, args.out, example_size=size, dynamic=not args.static,
                          verify=not args.no_verify)
-    dyn = ", ".join(f"{k} {lo}..{hi if hi is not None else 'any'}"
-                    for k, (lo, hi) in report.ranges.items()) or "none (fixed at --size)"
+    dyn = ", ".join(k for k, v in report.dynamic.items() if v) or "none (fixed at --size)"
     print(f"wrote {report.path}: {report.model}, outputs {', '.join(report.outputs)}; "
           f"dynamic: {dyn} ({report.export_s:.1f} s)")
     if report.max_abs_diff:
