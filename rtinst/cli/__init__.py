@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "rtinst.cli.sweep",
     "rtinst.cli.reproduce",
     "rtinst.cli.viz",
+    "rtinst.cli.export",
 ]
 
 DESCRIPTION = """\

@@ -26,6 +26,7 @@ Conventions
            run; --fp16 times a .half() model (CUDA only). On CPU the torch thread count
            (--threads, default: torch's current) is fixed and recorded; CPU numbers are
            labelled 'CPU latency' and are not comparable with the papers' GPU FPS.
+           --runtime onnxruntime: the ONNX export in onnxruntime beside eager PyTorch.
   breakdown  per-part latency (top-level modules; the rest is 'other') with hooks that
            synchronize around each part, as in SparseInst Table 8.
 Weights are random: costs depend on the architecture and input size only.
@@ -172,10 +173,49 @@ def _engine_postprocess(args: argparse.Namespace, model: nn.Module):
 def _latency(args: argparse.Namespace, model: nn.Module) -> dict:
     from rtinst.engine.latency import measure_latency
 
+    runtime = getattr(args, "runtime", "torch")
+    if runtime == "onnxruntime":
+        _check_onnx_args(args, model)
     rec = measure_latency(model, _image(args), postprocess=_engine_postprocess(args, model),
                           **_timing_kwargs(args))
     _print_latency(args.model, rec)
-    return {"latency": rec.to_dict()}
+    record = {"latency": {**rec.to_dict(), "runtime": f"PyTorch {torch.__version__} eager"}}
+    if runtime == "onnxruntime":
+        record["latency_onnxruntime"] = _onnx_latency(args, model, rec.threads)
+    return record
+
+
+def _check_onnx_args(args: argparse.Namespace, model: nn.Module) -> None:
+    from rtinst.engine.export import check_exportable
+
+    if args.model in BACKBONES:
+        raise UserError("--runtime onnxruntime times a detector: give --config, not --model")
+    if args.fp16:
+        raise UserError("--runtime onnxruntime times the fp32 export; drop --fp16")
+    check_exportable(model)
+
+
+def _onnx_latency(args: argparse.Namespace, model: nn.Module, threads: int) -> dict:
+    """The same model exported (fixed at --size, batch 1: the best case for onnxruntime) and
+    timed with the same inputs, post-processing and thread count as the eager run."""
+    import tempfile
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    from rtinst.engine.export import OnnxDetector, export_onnx
+    from rtinst.engine.latency import measure_latency
+
+    size = parse_size(args.size)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = export_onnx(model, Path(tmp) / "model.onnx", example_size=size, dynamic=False)
+        detector = OnnxDetector(report.path, model, device=args.device, threads=threads)
+        rec = measure_latency(detector, _image(args), postprocess=_engine_postprocess(args, model),
+                              **{**_timing_kwargs(args), "threads": threads})
+    provider = detector.session.get_providers()[0]
+    _print_latency(f"{args.model} [onnxruntime {provider}]", rec)
+    return {**rec.to_dict(), "runtime": f"onnxruntime {ort.__version__} {provider}, "
+            f"{threads} intra-op threads", "export": report.to_dict()}
 
 
 def _breakdown(args: argparse.Namespace, model: nn.Module) -> dict:
@@ -344,13 +384,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     timing.add_argument("--iters", type=int, default=50, help="timed runs (default 50)")
     timing.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
 
+    runtime = argparse.ArgumentParser(add_help=False)
+    runtime.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"],
+                        help="latency only: onnxruntime also exports the detector (fixed at "
+                        "--size) and times it beside PyTorch eager, same inputs, threads and "
+                        "post-processing (CPU provider, CUDA provider with --device cuda)")
+
     commands = [
         ("flops", "GFLOPs per module and operator", [common, flops], (_flops,)),
         ("params", "parameter counts per top-level module", [common], (_params,)),
-        ("latency", "batch-1 latency and FPS", [common, timing], (_latency,)),
+        ("latency", "batch-1 latency and FPS", [common, timing, runtime], (_latency,)),
         ("breakdown", "latency per top-level module (SparseInst Table 8 style)",
          [common, timing], (_breakdown,)),
-        ("all", "flops, params and latency in one record", [common, flops, timing],
+        ("all", "flops, params and latency in one record", [common, flops, timing, runtime],
          (_flops, _params, _latency)),
     ]
     p = sub.add_parser("nms", help="a trained YOLACT run with every NMS variant: AP and NMS ms/image",

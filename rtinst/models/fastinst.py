@@ -220,6 +220,19 @@ class FastInst(nn.Module):
 
     def forward(self, images: torch.Tensor, targets: list[dict] | None = None,
                 extras: bool = False):
+        outputs = self.forward_raw(images, extras)
+        if self.training:
+            if targets is None:
+                raise ValueError("FastInst in training mode needs targets")
+            return self.losses(outputs, targets, outputs["layer_outputs"], outputs["query_pos"],
+                               outputs["pixel_pos"], outputs["pixel_size"])
+        return self.inference(outputs, images.shape[-2:], extras)
+
+    def forward_raw(self, images: torch.Tensor, extras: bool = False) -> dict:
+        """Network outputs before post-processing: ``stages`` (per stage ``class_logits``
+        (B, N_a, K+1) and ``mask_logits`` (B, N_a, H/8, W/8); None for a stage nobody needs),
+        the query proposals and what the losses need (``rtinst.engine.export`` exports the
+        last stage)."""
         feats = self.backbone(images)
         e3, e4, e5 = self.pixel_decoder([feats["res3"], feats["res4"], feats["res5"]])
         levels = {"E3": e3, "E4": e4, "E5": e5}
@@ -252,14 +265,10 @@ class FastInst(nn.Module):
             layer_outputs.append((queries, pixels))
             stages.append(predict(i + 1))
 
-        outputs = {"stages": stages, "class_map": init["class_map"],
-                   "locations": init["locations"] if self.cfg.query_type == "ia_guided" else None,
-                   "source_size": init["source_size"]}
-        if self.training:
-            if targets is None:
-                raise ValueError("FastInst in training mode needs targets")
-            return self.losses(outputs, targets, layer_outputs, query_pos, pixel_pos, (h, w))
-        return self.inference(outputs, images.shape[-2:], extras)
+        return {"stages": stages, "class_map": init["class_map"],
+                "locations": init["locations"] if self.cfg.query_type == "ia_guided" else None,
+                "source_size": init["source_size"], "layer_outputs": layer_outputs,
+                "query_pos": query_pos, "pixel_pos": pixel_pos, "pixel_size": (h, w)}
 
     def losses(self, outputs: dict, targets: list[dict], layer_outputs, query_pos, pixel_pos,
                size: tuple[int, int]) -> dict:

@@ -96,8 +96,14 @@ def conv_stack(in_channels: int, width: int, depth: int, deform_last: bool = Fal
 def coordinate_features(x: torch.Tensor) -> torch.Tensor:
     """(B, 2, h, w): normalised absolute x and y of each position, in [-1, 1]."""
     b, _, h, w = x.shape
-    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
-    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    if torch.compiler.is_exporting():
+        # torch.export fixes linspace's step count to the example's size; this form keeps
+        # h and w symbolic (an ONNX graph for any image size), within 1e-7 of linspace.
+        ys = torch.arange(h, device=x.device, dtype=x.dtype) * (2.0 / (h - 1)) - 1
+        xs = torch.arange(w, device=x.device, dtype=x.dtype) * (2.0 / (w - 1)) - 1
+    else:
+        ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx, yy]).unsqueeze(0).expand(b, -1, -1, -1)
 
