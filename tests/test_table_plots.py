@@ -127,3 +127,14 @@ def test_figure1_two_scales_legend_and_labels_apart(table):
         for i, a in enumerate(boxes):
             for b in boxes[i + 1:]:
                 assert not a.overlaps(b), [txt.get_text() for txt in ax.texts]
+
+
+def test_no_noise_band_where_ours_is_missing(spec, table):
+    spec.plot = {"kind": "bar", "metrics": ["ap"]}  # bars keep the unimplemented row D=6
+    fig = plot_table(spec, table, "tiny")
+    delta = _by_title(fig, "C. ap vs baseline D=3")
+    heights = {}
+    for container in delta.containers:
+        if container.get_label().startswith("ours: +-"):
+            heights = dict(zip(table["row"], [r.get_height() for r in container.patches]))
+    assert heights["D=1"] > 0 and np.isnan(heights["D=6"])

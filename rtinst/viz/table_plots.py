@@ -135,8 +135,8 @@ def _accuracy_row(axes, spec: TableSpec, t: pd.DataFrame, m: str, preset: str, x
     if spec.baseline is None:
         return
     ax = next(panels)
-    band = delta_noise(spec, t, m)
     paper_d, ours_d = _num(t, f"paper_{m}_vs_base"), _num(t, f"ours_{m}_vs_base")
+    band = delta_noise(spec, t, m).where(ours_d.notna())  # no band where we have no number
     if x is not None:
         if not own:
             _series(ax, x, paper_d, None, groups, "o--", "paper")
@@ -163,7 +163,7 @@ def _cost_panel(ax, spec: TableSpec, t: pd.DataFrame, m: str, x, groups) -> None
             ("ours", _num(t, f"ours_{m}"), None, "C1")]
         _bars(ax, list(t["row"]), bars)
     ax.set_ylabel(m)
-    ax.set_title(f"{m}: {'' if own else 'paper (as published) and '}ours ({ours_where})", fontsize=9)
+    ax.set_title(f"{m}: {'' if own else 'paper (as published) and'}\nours ({ours_where})", fontsize=9)
 
 
 def _figure_legend(fig, axes) -> None:
