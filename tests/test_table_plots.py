@@ -58,7 +58,7 @@ def test_paper_and_ours_on_separate_labelled_axes(spec, table):
 
 def test_delta_panel_equals_table_deltas_with_verdict_noise(spec, table):
     fig = plot_table(spec, table, "tiny")
-    delta = _by_title(fig, "C. ap vs baseline D=3")
+    delta = _by_title(fig, "C. ap vs baseline: paper and ours, one axis\nbaseline: D=3")
     t = table[table["implemented"]].set_index("row")
     rows = ["D=0", "D=1", "D=3"]
     _, ours = _line_y(delta, "ours")
@@ -132,7 +132,7 @@ def test_figure1_two_scales_legend_and_labels_apart(table):
 def test_no_noise_band_where_ours_is_missing(spec, table):
     spec.plot = {"kind": "bar", "metrics": ["ap"]}  # bars keep the unimplemented row D=6
     fig = plot_table(spec, table, "tiny")
-    delta = _by_title(fig, "C. ap vs baseline D=3")
+    delta = _by_title(fig, "C. ap vs baseline: paper and ours, one axis\nbaseline: D=3")
     heights = {}
     for container in delta.containers:
         if container.get_label().startswith("ours: +-"):

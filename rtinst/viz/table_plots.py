@@ -145,10 +145,11 @@ def _accuracy_row(axes, spec: TableSpec, t: pd.DataFrame, m: str, preset: str, x
         bars = ([] if own else [("paper", paper_d, None, "C0")]) + [("ours", ours_d, None, "C1")]
         _bars(ax, list(t["row"]), bars, band)
     ax.axhline(0, color="0.3", lw=0.8)
-    ax.set_ylabel(f"{m} minus {spec.baseline} ({m} points)")
+    ax.set_ylabel(f"{m} minus baseline row ({m} points)")
     who = "ours" if own else "paper and ours"
-    ax.set_title(f"{'C' if not own else 'B'}. {m} vs baseline {spec.baseline}: {who}, one axis",
-                 fontsize=9)
+    # the baseline label can be long: on its own line, so the title stays within the panel
+    ax.set_title(f"{'C' if not own else 'B'}. {m} vs baseline: {who}, one axis\n"
+                 f"baseline: {spec.baseline}", fontsize=9)
 
 
 def _cost_panel(ax, spec: TableSpec, t: pd.DataFrame, m: str, x, groups) -> None:
