@@ -6,21 +6,53 @@ import argparse
 
 import pandas as pd
 
-from rtinst.errors import UserError
+from rtinst.errors import UserError, did_you_mean
 from rtinst.records import load_records
+
+# what a reader scans first; fits a 120-character terminal (hashes are 12 characters)
+DEFAULT_COLUMNS = ("config_hash", "status", "model", "preset", "seed", "wall_time_s", "ap", "ap50",
+                   "error")
+MAX_CELL = 24  # longer cells (errors, paths) are cut to this many characters by default
+
+
+def select_columns(df: pd.DataFrame, columns: str | None, config_keys: list[str]) -> pd.DataFrame:
+    """``columns``: comma-separated names, ``all``, or None for the default view (plus the
+    ``--config-key`` columns asked for)."""
+    if columns == "all":
+        return df.drop(columns=["run_dir"])
+    if columns is None:
+        wanted = [c for c in DEFAULT_COLUMNS if c in df] + [f"config.{k}" for k in config_keys]
+    else:
+        wanted = [c.strip() for c in columns.split(",") if c.strip()]
+        for c in wanted:
+            if c not in df:
+                raise UserError(f"--columns: unknown column '{c}'"
+                                f"{did_you_mean(c, list(df.columns), listing='columns')}")
+    return df[wanted]
+
+
+def format_records(df: pd.DataFrame, full: bool = False) -> str:
+    shown = df.copy()
+    for c in shown.columns:
+        if not pd.api.types.is_numeric_dtype(shown[c]) and not full:
+            shown[c] = shown[c].map(lambda v: v if not isinstance(v, str) or len(v) <= MAX_CELL
+                                    else v[:MAX_CELL - 3] + "...")
+    with pd.option_context("display.max_columns", None, "display.width", 10_000,
+                           "display.float_format", "{:.2f}".format):
+        return shown.to_string(index=False)
 
 
 def list_records(args: argparse.Namespace) -> int:
     df = load_records(args.root, config_keys=args.config_key or [])
     if df.empty:
         raise UserError(f"{args.root}: no run records (record.json) found")
+    view = select_columns(df, args.columns, args.config_key or [])
     if args.out:
         from rtinst.io import atomic_path
 
         with atomic_path(args.out) as tmp:
             df.to_csv(tmp, index=False)
-    with pd.option_context("display.max_columns", 30, "display.width", 200):
-        print(df.drop(columns=["run_dir"]).to_string(index=False))
+    print(format_records(view, full=args.columns is not None))
     return 0
 
 
@@ -34,5 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("root", help="folder searched recursively for record.json files")
     p.add_argument("--config-key", action="append", metavar="DOTTED.KEY",
                    help="config keys to show as columns, e.g. model.decoder_layers (repeatable)")
-    p.add_argument("--out", help="also write the table as CSV")
+    p.add_argument("--columns", default=None, metavar="A,B,C",
+                   help="columns to print, comma-separated (e.g. config_hash,status,error,ap), "
+                   f"or all; default: {','.join(DEFAULT_COLUMNS)} plus the --config-key columns")
+    p.add_argument("--out", help="also write the full table (every column) as CSV")
     p.set_defaults(func=list_records)

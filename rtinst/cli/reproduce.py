@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rtinst import paths
-from rtinst.cli.sweep import add_sweep_arguments, cost_preset, submitit_params
+from rtinst.cli.sweep import add_sweep_arguments, check_gpus, cost_preset, submitit_params
 from rtinst.io import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,13 +32,9 @@ def _say(msg: str) -> None:
 
 
 def render_html(notebook: Path, html: Path) -> None:
-    import nbformat
-    from nbconvert import HTMLExporter
+    from rtinst.viz.summary_html import render_summary_html
 
-    from rtinst.io import atomic_write_text
-
-    body, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(notebook, 4))
-    atomic_write_text(html, body)
+    render_summary_html(notebook, html)
 
 
 def _execute(nb_in: Path, nb_out: Path, params: dict) -> str | None:
@@ -64,6 +60,7 @@ def reproduce(args: argparse.Namespace) -> int:
     from rtinst.harness.sweep import run_sweep
 
     t0 = time.time()
+    check_gpus(args)
     seeds = parse_seeds(args.seeds)
     cp = cost_preset(args)
     results = paths.resolve(args.results_dir)

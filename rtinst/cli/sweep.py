@@ -62,6 +62,24 @@ def submitit_params(args: argparse.Namespace) -> dict:
     return params
 
 
+def check_gpus(args: argparse.Namespace) -> None:
+    """``--gpus N`` must be there when the runs execute on this machine (local / inline
+    executors, or submitit's local cluster); on SLURM the job's node has them."""
+    from rtinst.errors import UserError
+
+    if args.gpus < 1:
+        raise UserError(f"--gpus must be >= 1, got {args.gpus}")
+    on_this_machine = args.executor in ("local", "inline") or args.cluster in ("local", "debug")
+    if args.gpus > 1 and on_this_machine:
+        import torch
+
+        found = torch.cuda.device_count()
+        if found < args.gpus:
+            raise UserError(f"--gpus {args.gpus}: this machine has {found} GPU(s) and the runs "
+                            f"execute here (--executor {args.executor}); use --gpus 1, or "
+                            f"--executor submitit on a SLURM cluster")
+
+
 def cost_preset(args: argparse.Namespace) -> str | None:
     return None if str(args.cost_preset).lower() in ("none", "") else args.cost_preset
 
@@ -78,6 +96,7 @@ def sweep(args: argparse.Namespace) -> int:
 
     from rtinst.viz.table_plots import save_table_figure
 
+    check_gpus(args)
     seeds = parse_seeds(args.seeds)
     cp = cost_preset(args)
     names = None if args.spec == ["all"] else args.spec

@@ -149,6 +149,8 @@ class TableSpec:
     cost_tolerance: float = 0.01  # relative: cost columns are deterministic
     notes: str = ""
     path: Path | None = None
+    # line numbers of the spec file's entries, e.g. ("rows", 2, "overrides", 0) -> 17
+    lines: dict[tuple, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -164,8 +166,16 @@ class TableSpec:
     def implemented_rows(self) -> list[RowSpec]:
         return [r for r in self.rows if r.implemented]
 
-    def where(self, row: RowSpec | None = None) -> str:
+    def where(self, row: RowSpec | None = None, *keys: Any) -> str:
+        """``file:line: row 'label'`` for messages; ``keys`` below the row (or the top level,
+        without a row) name the entry, e.g. ``where(row, "overrides", 1)``; the line is that of
+        the deepest entry the file has."""
         loc = _display(self.path) if self.path else self.id
+        path = (("rows", self.rows.index(row)) if row is not None and row in self.rows else ()) + keys
+        while path and path not in self.lines:
+            path = path[:-1]
+        if path:
+            loc += f":{self.lines[path]}"
         return f"{loc}: row {row.label!r}" if row is not None else loc
 
 
@@ -197,10 +207,12 @@ def find_spec(name: str, root: Path = EXPERIMENTS_DIR) -> Path:
     A relative path resolves as :mod:`rtinst.paths` says (``experiments/yolact/x.yaml`` is the
     same file from any folder), then against the current folder (a user's own spec file)."""
     p = Path(name)
-    if p.suffix == ".yaml":
+    if p.suffix in (".yaml", ".yml"):
         for candidate in (paths.resolve(p), p):
             if candidate.is_file():
                 return candidate
+    if p.suffix in (".yaml", ".yml") or p.is_absolute() or name.startswith(("./", "../", "~")):
+        raise SpecError(f"{name}: spec file not found")  # a path, not a spec name
     name = name.removeprefix("experiments/")
     own = root / f"{name.removesuffix('.yaml')}.yaml"  # e.g. examples/yolact_fpn_width
     if own.is_file():
@@ -220,7 +232,7 @@ def find_spec(name: str, root: Path = EXPERIMENTS_DIR) -> Path:
 
 
 def _check_keys(data: dict, cls: type, where: str, what: str = "key") -> None:
-    names = [f.name for f in dataclasses.fields(cls) if f.name != "path"]
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in ("path", "lines")]
     for key in data:
         if key not in names:
             raise SpecError(f"{where}: unknown {what} '{key}'{did_you_mean(key, names, listing='valid keys')}")
@@ -322,9 +334,10 @@ def _validate_structure(spec: TableSpec) -> None:
     for m in spec.cost_metrics:
         if m not in COST_METRICS and not m.endswith(("_ms", "_pct")):
             raise SpecError(f"{where}: unknown cost metric '{m}'; known: {', '.join(sorted(COST_METRICS))}")
+    _validate_models(spec)
     csv = read_paper_csv(spec.paper_csv) if spec.paper_csv is not None else None
     if csv is None:
-        _validate_own_ablation(spec)
+        _validate_own_rows(spec)
     for c in spec.paper_cost_columns:
         if csv is None or c not in csv.columns or c not in PAPER_COST_COLUMNS:
             raise SpecError(f"{where}: paper_cost_columns: '{c}' is not a cost column of "
@@ -362,9 +375,22 @@ def _validate_structure(spec: TableSpec) -> None:
             _check_claim_against_paper(spec, c, csv, text)
 
 
-def _validate_own_ablation(spec: TableSpec) -> None:
-    """A spec without ``paper_csv``: no row maps to a paper row, and the plot's x / group
-    are config keys that every implemented row sets."""
+def _validate_models(spec: TableSpec) -> None:
+    """With the default base config, ``model`` (spec-wide or a row's) must have a config
+    folder: a typo is reported as a model name, not as a missing preset file."""
+    if spec.base_config != TableSpec.base_config:
+        return
+    known = sorted(p.name for p in (PACKAGE_DIR / "configs").iterdir() if p.is_dir()
+                   and not p.name.startswith("_"))
+    for row, model, keys in [(None, spec.model, ("model",))] + [
+            (r, r.model, ("model",)) for r in spec.rows if r.model]:
+        if model not in known:
+            raise SpecError(f"{spec.where(row, *keys)}: unknown model {model!r}"
+                            f"{did_you_mean(model, known, listing='known models')}")
+
+
+def _validate_own_rows(spec: TableSpec) -> None:
+    """A spec without ``paper_csv``: no row maps to a paper row."""
     for row in spec.rows:
         if row.match or row.paper_row is not None:
             key = "match" if row.match else "paper_row"
@@ -373,13 +399,20 @@ def _validate_own_ablation(spec: TableSpec) -> None:
         if not row.implemented:
             raise SpecError(f"{spec.where(row)}: 'implemented: false' rows show a paper's "
                             f"numbers, and this spec has no paper_csv")
+
+
+def _validate_own_plot(spec: TableSpec) -> None:
+    """In an own ablation the plot's x / group are config keys that every row's overrides
+    set (checked after the configs, so a misspelled override key is reported as such)."""
+    if spec.paper_csv is not None:
+        return
     for axis in ("x", "group"):
         key = spec.plot.get(axis)
         if not key:
             continue
         for row, value in zip(spec.rows, row_values(spec, spec.rows, key)):
             if value is None:
-                raise SpecError(f"{spec.where(row)}: plot.{axis} '{key}' must be a config key "
+                raise SpecError(f"{spec.where(row, 'overrides')}: plot.{axis} '{key}' must be a config key "
                                 f"that this row's overrides set (e.g. {key}=...)")
 
 
@@ -417,6 +450,34 @@ def _check_claim_against_paper(spec: TableSpec, c: ClaimSpec, csv: pd.DataFrame,
                         f"({c.metric}: {a} vs {b})")
 
 
+def _override_sources(spec: TableSpec, row: RowSpec, preset: str) -> list[tuple[str, tuple]]:
+    """Each override of ``row_overrides`` with the spec entry it comes from."""
+    i = spec.rows.index(row)
+    out = [(o, ("overrides", j)) for j, o in enumerate(spec.overrides)]
+    out += [(o, ("rows", i, "overrides", j)) for j, o in enumerate(row.overrides)]
+    if preset == "coco":
+        out += [(o, ("paper_scale_overrides", j)) for j, o in enumerate(spec.paper_scale_overrides)]
+        out += [(o, ("rows", i, "paper_scale_overrides", j)) for j, o in enumerate(row.paper_scale_overrides)]
+    return out
+
+
+def _config_error(spec: TableSpec, row: RowSpec, preset: str, error: ConfigError) -> SpecError:
+    """The error at the spec line of the first override that fails on its own (the preset
+    file named after it), else at the row."""
+    base = row_base(spec, row, preset)
+    if base.is_file():
+        data = json.loads(_base_data(str(base), base.stat().st_mtime))
+        for text, keys in _override_sources(spec, row, preset):
+            try:
+                from_dict(apply_overrides(data, [text]))
+            except ConfigError as e:
+                loc = _display(spec.path) if spec.path else spec.id
+                line = f":{spec.lines[keys]}" if keys in spec.lines else ""
+                return SpecError(f"{loc}{line}: row {row.label!r}: override '{text}': {e} "
+                                 f"(on {_display(base)})")
+    return SpecError(f"{spec.where(row)}: {error}")
+
+
 def validate_configs(spec: TableSpec, presets: tuple[str, ...] = ("coco",)) -> None:
     """Resolve every implemented row's config at each preset with ``load_config``."""
     for row in spec.implemented_rows:
@@ -424,7 +485,21 @@ def validate_configs(spec: TableSpec, presets: tuple[str, ...] = ("coco",)) -> N
             try:
                 row_config(spec, row, preset)
             except ConfigError as e:
-                raise SpecError(f"{spec.where(row)}: {e}") from None
+                raise _config_error(spec, row, preset, e) from None
+
+
+def _node_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
+    """1-based line of every mapping value and list item in a composed YAML document."""
+    lines = {prefix: node.start_mark.line + 1} if prefix else {}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            lines[prefix + (k.value,)] = k.start_mark.line + 1
+            lines.update({key: n for key, n in _node_lines(v, prefix + (k.value,)).items()
+                          if key != prefix + (k.value,)})
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines.update(_node_lines(item, prefix + (i,)))
+    return lines
 
 
 def load_spec(path: str | Path, presets: tuple[str, ...] = ("coco",)) -> TableSpec:
@@ -439,8 +514,11 @@ def load_spec(path: str | Path, presets: tuple[str, ...] = ("coco",)) -> TableSp
         at = f" (line {mark.line + 1})" if mark else ""
         raise SpecError(f"{_display(path)}: invalid YAML{at}: {getattr(e, 'problem', e)}") from None
     spec = parse_spec(data, path)
+    node = yaml.compose(path.read_text())
+    spec.lines = _node_lines(node) if node is not None else {}
     _validate_structure(spec)
     validate_configs(spec, tuple(dict.fromkeys(presets)))
+    _validate_own_plot(spec)
     return spec
 
 

@@ -92,6 +92,30 @@ def _job_dict(job: RunJob | CostJob) -> dict:
     return d
 
 
+def check_datasets(todo: list[RunJob]) -> None:
+    """Validate each distinct dataset of the runs about to train once, before the first run:
+    broken data then fails the sweep with one error instead of failing every run with it.
+    A synthetic dataset not generated yet is skipped (the first run generates it)."""
+    from rtinst.data.build import split_paths
+    from rtinst.data.validate import validate_coco
+    from rtinst.errors import UserError
+    from rtinst.harness.specs import cached_load_config
+
+    seen: set[tuple[Path, Path]] = set()
+    for job in todo:
+        data = cached_load_config(Path(job.base_config), list(job.overrides)).data
+        for split in ("train", "val"):
+            ann, images = split_paths(data, split)
+            if (ann, images) in seen or (data.dataset == "synthetic" and not ann.exists()):
+                continue
+            seen.add((ann, images))
+            try:
+                validate_coco(ann, images).raise_for_errors()
+            except UserError as e:
+                raise UserError(f"{e} [data.root {data.root}, {split} split: {len(todo)} run(s) "
+                                f"not started; `rtinst data check --ann {ann} --images {images}` lists every problem]") from None
+
+
 def run_sweep(plan: Plan, executor: str = "local", workers: int = 1, force: bool = False,
               retry_failed: bool = False, via_notebook: bool = True,
               submitit_folder: str | Path | None = None, submitit_params: dict | None = None,
@@ -123,6 +147,7 @@ def run_sweep(plan: Plan, executor: str = "local", workers: int = 1, force: bool
         return result
     if announce:
         log(str(estimate(plan, todo, costs, workers, executor)))
+    check_datasets(todo)
     prices, _ = price_runs(plan, todo)
     bar = SweepProgress({j.config_hash: p for j, p in zip(todo, prices)},
                         parallel_runs(executor, workers), enabled=progress and bool(todo), log=log)

@@ -248,6 +248,15 @@ def _same_runs(table: pd.DataFrame, a: str, b: str) -> bool:
     return len(ra) > 0 and len(rb) > 0 and bool(ra.iloc[0]) and ra.iloc[0] == rb.iloc[0]
 
 
+def seed_noise(spec: TableSpec, table: pd.DataFrame, a: str, b: str, metric: str) -> tuple[float, str]:
+    """The noise an accuracy difference a - b must exceed, and its basis: the two rows' seed
+    stds added in quadrature when both have >= 2 seeds, else the spec's fixed tolerance."""
+    if min(_value(table, a, "n_seeds"), _value(table, b, "n_seeds")) >= 2:
+        sa, sb = _value(table, a, f"ours_{metric}_std"), _value(table, b, f"ours_{metric}_std")
+        return math.sqrt(sa**2 + sb**2), "seed std"
+    return spec.tolerance, "fixed tolerance (1 seed)"
+
+
 def judge_claims(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny") -> pd.DataFrame:
     """Each claim of the spec on the paper's numbers and ours, with a verdict."""
     out = []
@@ -258,13 +267,7 @@ def judge_claims(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny") -> 
         pa, pb = _value(table, c.a, f"paper_{c.metric}"), _value(table, c.b, f"paper_{c.metric}")
         oa, ob = _value(table, c.a, ours_col), _value(table, c.b, ours_col)
         if accuracy:
-            na = _value(table, c.a, "n_seeds")
-            nb = _value(table, c.b, "n_seeds")
-            if min(na, nb) >= 2:
-                sa, sb = _value(table, c.a, f"ours_{c.metric}_std"), _value(table, c.b, f"ours_{c.metric}_std")
-                noise, basis = math.sqrt(sa**2 + sb**2), "seed std"
-            else:
-                noise, basis = spec.tolerance, "fixed tolerance (1 seed)"
+            noise, basis = seed_noise(spec, table, c.a, c.b, c.metric)
         else:
             noise, basis = spec.cost_tolerance * max(abs(oa), abs(ob)) if not math.isnan(oa + ob) else 0.0, "cost tolerance"
         if c.tolerance is not None and c.tolerance > noise:
