@@ -307,6 +307,11 @@ class TrainConfig:
     snapshot_iters: list[int] = field(default_factory=list, metadata=NOT_HASHED)
 
 
+def step_iterations(train: TrainConfig) -> list[int]:
+    """Decay iterations of ``train.steps``; values < 1 are fractions of ``max_iters``."""
+    return sorted(int(round(s * train.max_iters)) if s < 1 else int(s) for s in train.steps)
+
+
 @dataclass
 class EvalConfig:
     backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval"

@@ -4,7 +4,8 @@ Registered through ``RTINST_BUILD_MODEL=tests/_sweep_toy.py:build`` so that it r
 workers, submitit jobs and papermill kernels. It follows the model contract (losses in
 training, per-image predictions in eval). Switches read from the model config:
 ``kernel_dim == 13``: the loss becomes NaN (a failing run); $RTINST_TOY_SLEEP: seconds to
-sleep per training step (a slow run to kill).
+sleep per training step (a slow run to kill); $RTINST_TOY_INTERRUPT_AFTER=N: Ctrl-C
+(KeyboardInterrupt) in the training step after N completed ones (an interrupted run).
 """
 
 from __future__ import annotations
@@ -26,11 +27,16 @@ class BlobDetector(nn.Module):
         self.backbone = nn.Conv2d(3, 8, 3, stride=8, padding=1)
         self.head = nn.Conv2d(8, cfg.num_classes, 1)
         self.backbone.init_source = "scratch"
+        self.steps = 0
 
     def forward(self, images, targets=None):
         logits = self.head(torch.relu(self.backbone(images)))
         if self.training:
             time.sleep(float(os.environ.get("RTINST_TOY_SLEEP", "0")))
+            interrupt = os.environ.get("RTINST_TOY_INTERRUPT_AFTER")
+            if interrupt is not None and self.steps == int(interrupt):
+                raise KeyboardInterrupt
+            self.steps += 1
             sem = torch.zeros_like(logits)
             for i, t in enumerate(targets):
                 m = nn.functional.interpolate(t["masks"][None].float(), size=logits.shape[-2:])[0]

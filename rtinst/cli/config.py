@@ -1,10 +1,12 @@
-"""`rtinst config show`: print a resolved config and its hash."""
+"""`rtinst config show` (a resolved config and its hash) and `rtinst config recipe` (it beside
+the official training recipe)."""
 
 from __future__ import annotations
 
 import argparse
 
 from rtinst.config import load_config, to_yaml
+from rtinst.recipe import DIFF, OFFICIAL_RECIPES, check_recipe, format_recipe
 from rtinst.records import config_hash
 
 
@@ -23,6 +25,16 @@ def show(args: argparse.Namespace) -> int:
     return 0
 
 
+def recipe(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.override)
+    lines = check_recipe(cfg, path=args.official)
+    print(format_recipe(lines), end="")
+    diffs = [ln.key for ln in lines if ln.status == DIFF]
+    print(f"# {cfg.model.name}: {len(lines)} keys, {len(diffs)} unrecorded difference(s)"
+          + (f": {', '.join(diffs)}" if diffs else ""))
+    return 1 if diffs else 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "config", help="inspect run configs",
@@ -38,3 +50,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="YAML config file (omit to start from the defaults)")
     add_override_argument(p)
     p.set_defaults(func=show)
+    p = sub.add_parser(
+        "recipe", help="print the resolved training recipe beside the official one",
+        description="Resolve CONFIG (+ overrides) and print one line per official recipe key "
+        "(solver, schedule, augmentations, sizes, loss/matcher weights, thresholds, backbone "
+        "init, BN, DCN): key, ours, official, [ok | DIFF | accepted: reason | not in this "
+        "build], source. Exit status 1 when an unrecorded difference (DIFF) exists.",
+    )
+    p.add_argument("config", help="YAML config file, e.g. rtinst/configs/fastinst/coco.yaml")
+    add_override_argument(p)
+    p.add_argument("--official", default=str(OFFICIAL_RECIPES), metavar="YAML",
+                   help="official-recipe file (default: %(default)s)")
+    p.set_defaults(func=recipe)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rtinst.config import TrainConfig
+from rtinst.config import TrainConfig, step_iterations
 from rtinst.errors import UserError, did_you_mean
 
 
@@ -100,7 +100,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 def milestones(cfg: TrainConfig) -> list[int]:
     """Decay iterations; values < 1 are fractions of the schedule (FastInst: 0.9, 0.95)."""
-    return sorted(int(round(s * cfg.max_iters)) if s < 1 else int(s) for s in cfg.steps)
+    return step_iterations(cfg)
 
 
 def lr_factor(it: int, cfg: TrainConfig) -> float:
