@@ -27,7 +27,8 @@ Variants
 
 Devices: everything is plain tensor code and runs on CUDA too (the IoU matrices come from
 :mod:`rtinst.ops.box_iou`: in one piece on CUDA, in cache-sized chunks on CPU, where Fast NMS
-evaluates only the tiles on/above the diagonal). ``tests/benchmarks/bench_nms.py``
+evaluates only the tiles on/above the diagonal, or, on sparse inputs, only the real candidate
+pairs in NumPy, which has far less per-op overhead). ``tests/benchmarks/bench_nms.py``
 measures the variants on YOLACT-550-sized inputs.
 """
 
