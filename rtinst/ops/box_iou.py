@@ -155,7 +155,8 @@ def triu_colmax(boxes: Tensor) -> Tensor:
 
 # Up to this many (i < j) pairs, triu_any_above evaluates the pairs one by one in NumPy
 # (~1 us per op, vs ~5-10 us for an eager torch op, which dominates sparse inputs); above
-# it the tiled torch column max is faster (dense inputs: 80 x 200 x 200).
+# it the tiled torch column max is faster (dense inputs: 80 x 200 x 200). Measured on a
+# 2-core CPU, 1 thread: ~16k pairs 0.66 ms vs 0.8-1.2 ms for torch, ~31k 1.4 ms vs 1.0 ms.
 _PAIR_PATH_MAX_PAIRS = 1 << 14
 
 
