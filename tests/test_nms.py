@@ -532,3 +532,77 @@ def test_yolact_passes_second_threshold_to_fast_nms(second_threshold):
     yolact_configs = Path(__file__).resolve().parents[1] / "rtinst" / "configs" / "yolact"
     assert not load_config(yolact_configs / "coco.yaml").model.second_threshold  # official
     assert load_config(yolact_configs / "tiny.yaml").model.second_threshold  # the tiny runs
+
+
+# ---------------------------------------------------------------------------------------
+# Fast NMS's NumPy pair path equals the torch column max, bit for bit
+# ---------------------------------------------------------------------------------------
+
+
+def _tie_heavy_boxes(g: torch.Generator, a: int, dtype: torch.dtype, degenerate: float):
+    """Integer boxes on a small grid: many duplicates and IoUs exactly 1/2, 1/3, ...; a
+    fraction collapsed to zero width/height or to a point (0/0 IoUs)."""
+    xy = torch.randint(0, 12, (a, 2), generator=g)
+    wh = torch.randint(1, 8, (a, 2), generator=g)
+    flat = torch.rand(a, 2, generator=g) < degenerate
+    wh = wh.masked_fill(flat, 0)
+    boxes = torch.cat([xy, xy + wh], 1).to(dtype)
+    return boxes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_nms_pair_path_equals_torch_reference(seed, dtype, monkeypatch):
+    from rtinst.ops import box_iou as box_iou_mod
+
+    g = torch.Generator().manual_seed(seed)
+    a = int(torch.randint(2, 260, (1,), generator=g))
+    c = int(torch.randint(1, 9, (1,), generator=g))
+    if seed % 3 == 0:
+        boxes = _tie_heavy_boxes(g, a, dtype, degenerate=0.15)
+    else:
+        boxes, _ = random_inputs(seed, a, c, clustered=seed % 2 == 0)
+        boxes = boxes.to(dtype)
+        boxes[torch.rand(a, generator=g) < 0.05, 2] = boxes[:, 0][:1]  # some zero/negative width
+    # quantized scores: ties inside a class and at the top-k cut
+    scores = (torch.rand(a, c, generator=g) * 20).floor().to(dtype) / 20
+    cases = [dict(iou_threshold=t, top_k=tk, max_detections=-1, second_threshold=st)
+             for t in (0.5, 1 / 3, 0.0, 0.7) for tk in (5, 200) for st in (True, False)]
+    pair = [fast_nms(boxes, scores, **kw) for kw in cases]
+    for kw, p in zip(cases, pair):  # the literal paper reference on the common setting
+        if kw["second_threshold"] and kw["top_k"] == 200 and kw["iou_threshold"] == 0.5:
+            kw = {k: v for k, v in kw.items() if k != "second_threshold"}
+            assert as_list(p) == ref_fast_literal(boxes, scores, **kw)
+    monkeypatch.setattr(box_iou_mod, "_PAIR_PATH_MAX_PAIRS", -1)  # force the torch path
+    for kw, p in zip(cases, pair):
+        assert_same(p, fast_nms(boxes, scores, **kw))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triu_any_above_pair_path_equals_colmax(dtype, monkeypatch):
+    from rtinst.ops import box_iou as box_iou_mod
+    from rtinst.ops.box_iou import triu_any_above, triu_colmax
+
+    g = torch.Generator().manual_seed(5)
+    for trial in range(40):
+        b = int(torch.randint(1, 12, (1,), generator=g))
+        k = int(torch.randint(1, 40, (1,), generator=g))
+        boxes = _tie_heavy_boxes(g, b * k, dtype, degenerate=0.2).view(b, k, 4)
+        if trial % 4 == 1:  # NaN and infinite coordinates
+            boxes.view(-1)[torch.randint(0, b * k * 4, (3,), generator=g)] = math.nan
+            boxes.view(-1)[torch.randint(0, b * k * 4, (3,), generator=g)] = math.inf
+        counts = torch.randint(0, k + 1, (b,), generator=g)
+        boxes = boxes.masked_fill(torch.arange(k)[None, :, None] >= counts[:, None, None], 0)
+        for t in (0.5, 1 / 3, 0.0, 1.0):
+            got = triu_any_above(boxes, counts, t)
+            ref = (triu_colmax(boxes) > t) & (torch.arange(k) < counts[:, None])
+            assert torch.equal(got, ref), (trial, t)
+    # gradients: the boolean result is the same with boxes that require grad
+    boxes = _tie_heavy_boxes(g, 30, dtype, 0.1).view(3, 10, 4).requires_grad_()
+    counts = torch.tensor([10, 4, 0])
+    got = triu_any_above(boxes, counts, 0.3)
+    monkeypatch.setattr(box_iou_mod, "_PAIR_PATH_MAX_PAIRS", -1)
+    assert torch.equal(got, triu_any_above(boxes, counts, 0.3))
+    # a negative threshold suppresses every real candidate (K >= 0 > t), on both paths
+    assert torch.equal(triu_any_above(boxes.detach(), counts, -0.1),
+                       torch.arange(10) < counts[:, None])

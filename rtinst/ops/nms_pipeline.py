@@ -234,24 +234,27 @@ def finalize(
         kth = scores.topk(max_detections, sorted=False).values.min()
         sel = torch.nonzero(scores >= kth).squeeze(1)
         scores, cls, anchors = scores[sel], cls[sel], anchors[sel]
+    # index_select rather than advanced indexing: same values, less per-call overhead
     key = anchors * num_classes + cls  # unique per (anchor, class)
     order = key.argsort()
-    s = scores[order]
-    s, perm = s.sort(descending=True, stable=True)
-    order = order[perm]
+    s, perm = scores.index_select(0, order).sort(descending=True, stable=True)
+    order = order.index_select(0, perm)
     if cap:
         order, s = order[:max_detections], s[:max_detections]
-    idx = anchors[order]
-    return Detections(boxes=boxes[idx], scores=s, labels=cls[order], indices=idx)
+    idx = anchors.index_select(0, order)
+    return Detections(boxes=boxes.index_select(0, idx), scores=s,
+                      labels=cls.index_select(0, order), indices=idx)
 
 
 def gather_kept(
     boxes: Tensor, scores: Tensor, cand: Candidates, keep: Tensor, max_detections: int,
     kept_scores: Tensor | None = None,
 ) -> Detections:
-    rows, slots = torch.nonzero(keep, as_tuple=True)
-    s = (cand.scores if kept_scores is None else kept_scores)[rows, slots]
+    # flat slot indices: one nonzero and 1-D index_selects instead of 2-D advanced indexing
+    flat = torch.nonzero(keep.reshape(-1)).squeeze(1)
+    s = (cand.scores if kept_scores is None else kept_scores).reshape(-1).index_select(0, flat)
     return finalize(
-        boxes, s, cand.classes[rows], cand.anchors[rows, slots], scores.shape[1],
-        max_detections, scores,
+        boxes, s, cand.classes.index_select(0, flat // keep.shape[1]),
+        cand.anchors.reshape(-1).index_select(0, flat), scores.shape[1], max_detections,
+        scores,
     )
