@@ -138,4 +138,4 @@ def test_as_run_folder_is_the_one_the_sweep_looks_up():
     cfg = load_config(root / "rtinst" / "configs" / "fastinst" / "coco.yaml",
                       ["data.root=/data/coco", "model.decoder_layers=3"])
     d3 = [j for j in plan.runs.values() if "model.decoder_layers=3" in j.overrides]
-    assert [Path(j.run_dir) for j in d3] == [run_dir_for(cfg, "results/runs")]
+    assert [Path(j.run_dir) for j in d3] == [run_dir_for(cfg, root / "results" / "runs")]

@@ -101,16 +101,16 @@ def run_checkpoint(args: argparse.Namespace) -> int:
                         "--checkpoint the ground truth is the config's val split")
     if not args.checkpoint.is_file():
         raise UserError(f"--checkpoint {args.checkpoint}: file not found")
+    from rtinst import paths
     from rtinst.config import load_config
-    from rtinst.records import config_hash
     from rtinst.engine.checkpoint_eval import evaluate_checkpoint
-    from rtinst.records import read_record, run_dir_for
     from rtinst.io import file_sha256
+    from rtinst.records import config_hash, read_record, run_dir_for
 
     cfg = load_config(args.config, args.override)
     sha = file_sha256(args.checkpoint)
     if args.as_run:
-        run_dir = run_dir_for(cfg, cfg.output_dir)
+        run_dir = run_dir_for(cfg, paths.resolve(cfg.output_dir))  # where the sweep looks
         if (run_dir / "record.json").is_file():
             old = read_record(run_dir)
             if old.provenance.get("checkpoint_sha256") != sha:
@@ -119,7 +119,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     elif args.out is not None:
         run_dir = args.out
     else:
-        run_dir = Path("results/evaluations") / (
+        run_dir = paths.resolve("results/evaluations") / (
             f"{cfg.model.name}-{cfg.preset}-{config_hash(cfg)}-{sha[:8]}")
     record = evaluate_checkpoint(cfg, args.checkpoint, run_dir, progress=not args.quiet,
                                  latency=not args.no_latency)
