@@ -33,6 +33,7 @@ LAYERS = {
     "rtinst.io": (0, "config"),
     "rtinst.provenance": (0, "config"),
     "rtinst.paths": (0, "config"),
+    "rtinst.recipe": (0, "config"),  # reads configs only (rtinst config recipe)
     "rtinst.data": (1, "data"),
     "rtinst.models": (1, "models"),
     "rtinst.ops": (1, "ops"),

@@ -84,7 +84,7 @@ def test_second_stage_starts_from_init_and_records_it(pretrained, tmp_path):
     first, second = torch.load(out, weights_only=True), torch.load(tmp_path / "stage2.pt", weights_only=True)
     torch.testing.assert_close(second["res5.conv2.weight"], first["res5.conv2.weight"])
     torch.save({"head.weight": torch.zeros(3)}, tmp_path / "other.pt")
-    with pytest.raises(UserError, match="other.pt: does not fit the tiny backbone: .* 1 unexpected \(head.weight\)"):
+    with pytest.raises(UserError, match=r"other.pt: does not fit the tiny backbone: .* 1 unexpected \(head.weight\)"):
         pretrain(PretrainConfig(**{**stage2.__dict__, "init": str(tmp_path / "other.pt")}),
                  tmp_path / "x.pt", progress=False)
     with pytest.raises(UserError, match="missing.pt: init weights file not found"):

@@ -392,7 +392,7 @@ def test_presets_load_and_build():
     assert (m.name, m.backbone.name, m.iam_groups, m.num_masks, m.kernel_dim) == ("sparseinst", "resnet50", 4, 100, 128)
     assert m.backbone.frozen_bn and coco.train.lr == 5e-5 and coco.train.weight_decay == 0.05
     assert coco.train.max_iters == 270000 and coco.train.steps == [210000, 250000]
-    assert coco.train.batch_size == 64 and coco.data.train_short_edge == [416, 640]
+    assert coco.train.batch_size == 64 and coco.data.train_short_edge == list(range(416, 641, 32))
     tiny = load_config(CONFIGS / "tiny.yaml")
     assert tiny.preset == "tiny" and tiny.model.backbone.name == "tiny" and tiny.model.num_classes == 10
     smoke = load_config(CONFIGS / "smoke.yaml")
