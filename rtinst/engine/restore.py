@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from rtinst import paths
 from rtinst.config import RunConfig, load_config
 from rtinst.data.build import build_dataset
 from rtinst.data.coco import CocoInstanceDataset
@@ -33,13 +34,19 @@ class LoadedRun:
         return self.val_set.class_names
 
 
-def recreate_hint(run_dir: Path, record: RunRecord) -> str:
-    """How to re-create a run's checkpoint and COCO results (neither is committed): retrain it
-    in place, at the thread count it was recorded with (the same config, seed and thread count
-    give the same weights), and how long that took when it was recorded."""
-    threads = record.provenance.get("torch_threads")
+def recreate_command(run_dir: str | Path, record: RunRecord | None) -> str:
+    """The command that re-creates a run's checkpoint and COCO results (neither is committed):
+    retrain it in place, at the thread count it was recorded with (the same config, seed and
+    thread count give the same weights)."""
+    threads = record.provenance.get("torch_threads") if record is not None else None
     env = f"OMP_NUM_THREADS={threads} " if threads else ""
-    command = f"{env}rtinst train --config {run_dir}/config.yaml --run-dir {run_dir}"
+    rel = paths.display(run_dir)
+    return f"{env}rtinst train --config {rel}/config.yaml --run-dir {rel}"
+
+
+def recreate_hint(run_dir: Path, record: RunRecord) -> str:
+    """:func:`recreate_command`, and how long the run took when it was recorded."""
+    command = recreate_command(run_dir, record)
     m = record.metrics
     if "train_iterations" in m and "step_time_s" in m and record.wall_time_s:
         train_min = m["train_iterations"] * m["step_time_s"] / 60.0

@@ -14,14 +14,13 @@ from rtinst.records import read_record, read_train_log
 
 
 def recreate_command(run_dir: str | Path) -> str:
-    """How to re-create a run's checkpoint and COCO results (neither is committed): retrain it
-    in place at the thread count it was recorded with (same config + seed + threads give the
-    same weights)."""
+    """:func:`rtinst.engine.restore.recreate_command` for a run folder, from its record when
+    it has one."""
+    from rtinst.engine.restore import recreate_command as command
+
     run_dir = paths.resolve(run_dir)
-    rel = paths.display(run_dir)
-    threads = read_record(run_dir).provenance.get("torch_threads") if (run_dir / "record.json").is_file() else None
-    env = f"OMP_NUM_THREADS={threads} " if threads else ""
-    return f"{env}rtinst train --config {rel}/config.yaml --run-dir {rel}"
+    record = read_record(run_dir) if (run_dir / "record.json").is_file() else None
+    return command(run_dir, record)
 
 
 def missing_checkpoint(run_dir: str | Path) -> str | None:
