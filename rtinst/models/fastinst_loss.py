@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rtinst.models.losses import dice_loss
+from rtinst.models.losses import dice_loss, mean_num_instances
 from rtinst.models.matcher import hungarian_match
 
 
@@ -189,12 +189,8 @@ class FastInstCriterion(nn.Module):
         ``mask_logits`` (B, N_a, h, w)), ``locations`` / ``source_size`` (IA-guided only),
         ``class_map`` (B, K+1, hs, ws) or None, ``gt_stages`` (re-run stages 1..D) or None.
         ``last_indices``: the last stage's matching when already computed."""
-        num_masks = float(sum(t["labels"].numel() for t in targets))
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            n = torch.tensor(num_masks, device=outputs["stages"][0]["class_logits"].device)
-            torch.distributed.all_reduce(n)
-            num_masks = n.item() / torch.distributed.get_world_size()
-        num_masks = max(num_masks, 1.0)
+        num_masks = mean_num_instances(sum(t["labels"].numel() for t in targets),
+                                       outputs["stages"][0]["class_logits"].device)
         stages = outputs["stages"]
         locations, size = outputs.get("locations"), outputs.get("source_size")
         losses = {}

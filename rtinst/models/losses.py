@@ -87,3 +87,15 @@ def paired_mask_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     inter = (p * t).sum(1)
     union = p.sum(1) + t.sum(1) - inter
     return inter / union.clamp(min=1e-6)
+
+
+def mean_num_instances(local: int, device: torch.device) -> float:
+    """The loss normaliser: matched instances of this process's batch, averaged over the
+    processes of a DDP run (all_reduce / world size, as the official code does) and clamped
+    to >= 1, so that every process divides by the same number."""
+    n = float(local)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        t = torch.tensor([n], dtype=torch.float32, device=device)
+        torch.distributed.all_reduce(t)
+        n = t.item() / torch.distributed.get_world_size()
+    return max(n, 1.0)

@@ -50,7 +50,8 @@ from torchvision.ops import DeformConv2d
 from rtinst.config import SparseInstConfig
 from rtinst.errors import UserError
 from rtinst.models.backbones import build_backbone
-from rtinst.models.losses import bce_loss, dice_loss, paired_mask_iou, sigmoid_focal_loss
+from rtinst.models.losses import (bce_loss, dice_loss, mean_num_instances, paired_mask_iou,
+                                  sigmoid_focal_loss)
 from rtinst.models.matcher import sparseinst_match
 from rtinst.models.necks import InstanceContextEncoder, init_msra, init_xavier
 
@@ -285,18 +286,6 @@ class SparseInstPostprocess(nn.Module):
                 res["iam"] = iam[:, 0] if iam.shape[1] == 1 else iam
             results.append(res)
         return results
-
-
-def mean_num_instances(local: int, device: torch.device) -> float:
-    """The loss normaliser: matched instances of this process's batch, averaged over the
-    processes of a DDP run (all_reduce / world size, as the official code does) and clamped
-    to >= 1, so that every process divides by the same number."""
-    n = float(local)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        t = torch.tensor([n], dtype=torch.float32, device=device)
-        torch.distributed.all_reduce(t)
-        n = t.item() / torch.distributed.get_world_size()
-    return max(n, 1.0)
 
 
 class SparseInstCriterion:
