@@ -507,14 +507,19 @@ def load_spec(path: str | Path, presets: tuple[str, ...] = ("coco",)) -> TableSp
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: spec file not found")
+    # One pass of the safe loader keeps the node tree (line numbers for error messages) and
+    # builds the data from it, as yaml.safe_load does internally.
+    loader = yaml.SafeLoader(path.read_text())
     try:
-        data = yaml.safe_load(path.read_text())
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark else ""
         raise SpecError(f"{_display(path)}: invalid YAML{at}: {getattr(e, 'problem', e)}") from None
+    finally:
+        loader.dispose()
     spec = parse_spec(data, path)
-    node = yaml.compose(path.read_text())
     spec.lines = _node_lines(node) if node is not None else {}
     _validate_structure(spec)
     validate_configs(spec, tuple(dict.fromkeys(presets)))
