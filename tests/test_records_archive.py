@@ -214,6 +214,11 @@ def test_every_check_runs_before_anything_is_touched(tmp_path, runs):
         with pytest.raises(UserError, match=f"{runs['no_row'].name} being trained"):
             archive_runs(tmp_path / "runs", tmp_path / "archive", specs=[EXAMPLE])
     lock.unlink()
+    bad_map = tmp_path / "runs" / "rehashed_bad.json"
+    bad_map.write_text('{"rows": ["fastinst-tiny-x"]}')
+    with pytest.raises(UserError, match=r"rehashed_bad.json: not a rehash map"):
+        archive_runs(tmp_path / "runs", tmp_path / "archive", specs=[EXAMPLE])
+    bad_map.unlink()
     (tmp_path / "archive").rmdir()
     assert tree(tmp_path) == before
     with pytest.raises(UserError, match="runs folder not found"):

@@ -248,7 +248,11 @@ def _index(archive_dir: Path, new: list[dict]) -> pd.DataFrame:
     if old is not None and list(old.columns) != INDEX_COLUMNS:
         raise UserError(f"{path}: expected the columns {','.join(INDEX_COLUMNS)}, "
                         f"found {','.join(old.columns)}")
-    df = pd.concat([old, pd.DataFrame(new, columns=INDEX_COLUMNS, dtype=str)], ignore_index=True)
+    frames = [f for f in (old, pd.DataFrame(new, columns=INDEX_COLUMNS, dtype=str))
+              if f is not None and not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=INDEX_COLUMNS)
+    df = pd.concat(frames, ignore_index=True)
     # a run archived again (restored from git, then stale again) keeps its latest row
     return df.drop_duplicates("run", keep="last").sort_values("run", ignore_index=True)
 
