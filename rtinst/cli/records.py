@@ -1,4 +1,4 @@
-"""`rtinst records`: list the run records under a folder as a table."""
+"""`rtinst records`: list the run records under a folder as a table; archive stale runs."""
 
 from __future__ import annotations
 
@@ -56,10 +56,26 @@ def list_records(args: argparse.Namespace) -> int:
     return 0
 
 
+def archive_records(args: argparse.Namespace) -> int:
+    from rtinst import paths
+    from rtinst.harness.archive import archive_runs, checks_table
+
+    result = archive_runs(paths.resolve(args.runs_dir), paths.resolve(args.archive_dir),
+                          dry_run=args.dry_run)
+    table = checks_table(result.checks)
+    if not table.empty:
+        print(format_records(table, full=True))
+    print(result.summary())
+    for name, left in result.maps_kept.items():
+        print(f"kept {name}: {left} of its old runs are still current")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "records", help="list run records as a table",
-        description="Collect every run record (record.json) under a folder into one table.",
+        "records", help="list run records as a table, archive stale runs",
+        description="Collect every run record (record.json) under a folder into one table; "
+        "move run folders that no current spec row matches out of the run cache.",
     )
     sub = parser.add_subparsers(dest="records_command", metavar="SUBCOMMAND")
     p = sub.add_parser("list", help="print (and optionally save) the records table")
@@ -71,3 +87,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    f"or all; default: {','.join(DEFAULT_COLUMNS)} plus the --config-key columns")
     p.add_argument("--out", help="also write the full table (every column) as CSV")
     p.set_defaults(func=list_records)
+    p = sub.add_parser(
+        "archive", help="move stale run folders out of the runs folder",
+        description="A run folder is current when its config.yaml hashes to its folder name and "
+        "is the config of a row of a spec under experiments/ at its preset and seed. Every other "
+        "folder (hash mismatch, no current row, broken: no record.json or config.yaml) keeps its "
+        "record.json and config.yaml under ARCHIVE_DIR/runs/<run>/, is listed in "
+        "ARCHIVE_DIR/INDEX.csv with the commit that still holds the whole folder, and is removed "
+        "from the runs folder. No table, sweep or notebook reads the archive.",
+    )
+    p.add_argument("--runs-dir", default="results/runs",
+                   help="the run cache to clean (default: results/runs, under the repository root)")
+    p.add_argument("--archive-dir", default="results/archive",
+                   help="where stale runs go (default: results/archive)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be archived and change nothing")
+    p.set_defaults(func=archive_records)

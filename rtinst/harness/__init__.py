@@ -12,6 +12,8 @@
 - ``external``: a user's own detector builder (``RTINST_BUILD_MODEL``) for runs and costs.
 - ``tables``: the paper's numbers beside ours, claims judged, saved as CSV + parquet (data
   only: ``rtinst.viz.table_plots`` draws the figures).
+- ``archive``: run folders that no current spec row matches leave the runs folder (their
+  record and config kept in an archive that nothing reads).
 
 May import: ``rtinst.config``/``errors``/``io``/``provenance``, the model library
 (``data``, ``models``, ``ops``), ``rtinst.records`` and ``rtinst.engine``. Not ``viz``,
