@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rtinst.cli import main
-from rtinst.diagnostics.iam_localization import (focused_group, iam_weights, localization_stats,
+from rtinst.diagnostics.iam_localization import (active_groups, focused_group, iam_weights,
+                                                 localization_stats,
                                                  true_positive_matches, true_positive_stats)
 
 
@@ -73,6 +74,33 @@ def test_the_most_concentrated_group_is_scored_not_the_one_with_most_mass_inside
     assert s["group"].tolist() == [1] and s["mass_in_object"].item() == pytest.approx(1.0)
     # the group-averaged map, as for matched predictions: (1/16 + 1 + 1) / 3
     assert s["mass_in_object_group_mean"].item() == pytest.approx((1 / 16 + 2) / 3)
+
+
+def test_an_off_sigmoid_group_is_not_chosen_even_if_its_noise_floor_is_concentrated():
+    gt = _square_mask()  # rows/cols 4..7
+    iam = torch.full((1, 2, 16, 16), 1e-3)
+    iam[0, 0, 3:9, 3:9] = 0.9  # on: covers the object and a ring around it
+    iam[0, 1] = 1e-5
+    iam[0, 1, 14, 1] = 0.02  # off everywhere; normalised, nearly all of it on one spot outside
+    assert active_groups(iam).tolist() == [[True, False]]
+    s = true_positive_stats(iam, gt)
+    assert s["group"].tolist() == [0] and s["active_groups"].tolist() == [1.0]
+    assert s["mass_in_object"].item() == pytest.approx(16 * 0.9 / (36 * 0.9 + 220 * 1e-3), rel=1e-4)
+    # choosing among all groups takes the off one: what `mass_in_object_any_group` reports
+    assert focused_group(iam)[1].tolist() == [1]
+    assert s["mass_in_object_any_group"].item() < 0.05
+    # softmax / attention maps: every group is a candidate
+    assert true_positive_stats(iam, gt, threshold=None)["group"].tolist() == [1]
+
+
+def test_when_no_group_switches_on_the_highest_peak_is_the_candidate():
+    iam = torch.full((2, 3, 4, 4), 0.01)
+    iam[0, 2, 1, 1] = 0.3
+    iam[1, 0, 0, 0] = 0.4
+    iam[1, 1, 2, 2] = 0.6
+    assert active_groups(iam).tolist() == [[False, False, True], [False, True, False]]
+    assert active_groups(iam, threshold=0.2).tolist() == [[False, False, True], [True, True, False]]
+    assert active_groups(iam, threshold=None).all()
 
 
 def _box(lo: int, hi: int, size: int = 16) -> torch.Tensor:

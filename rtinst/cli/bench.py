@@ -304,11 +304,12 @@ def _iam(args: argparse.Namespace) -> int:
           f"features {record['probe_accuracy']:.3f}, majority class {record['majority']:.3f}")
     tp = record["true_positives"]
     print(f"true positives (mask IoU >= 0.5, same class): {tp['count']} of {tp['detections']} "
-          "detections; their most concentrated group map:")
+          "detections; their most concentrated group map among those that switch on:")
     if tp["count"]:
         print(_table(["IAM", "median", "mean"],
                      [[k, f"{tp[k]['median']:.3f}", f"{tp[k]['mean']:.3f}"] for k in
-                      ("mass_in_object", "concentration", "support", "mass_in_object_group_mean")]))
+                      ("mass_in_object", "concentration", "support", "active_groups",
+                       "mass_in_object_any_group", "mass_in_object_group_mean")]))
     _write_out(args.out, record)
     return 0
 

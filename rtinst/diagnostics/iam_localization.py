@@ -23,6 +23,12 @@ positives (greedy by score, the same class, mask IoU >= 0.5 with a GT object not
 higher-scored detection). For each, the group map that is most concentrated (smallest
 effective support, chosen without looking at the object) is scored by the share of its mass
 inside the object and its concentration; the group-averaged map's mass is reported beside it.
+With sigmoid maps only the groups that switch on are candidates (peak activation >= 0.5; the
+one with the highest peak when none does): a trained instance often uses one group and keeps
+the others near zero everywhere, and such an off map, once normalised, is its noise floor,
+"concentrated" on an arbitrary spot (blank in a Figure 4-style picture). ``active_groups``
+counts the groups that switch on; ``mass_in_object_any_group`` keeps the choice among all
+groups.
 """
 
 from __future__ import annotations
@@ -55,12 +61,29 @@ def localization_stats(weights: torch.Tensor, gt_masks: torch.Tensor) -> dict[st
             "support": 1.0 / weights.flatten(1).pow(2).sum(1).clamp(min=1e-12) / (h * w)}
 
 
-def focused_group(iam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, G, h, w) maps -> the most concentrated group of each instance, normalised to sum 1,
-    (N, h, w), and its index (N,). Concentrated = smallest effective support 1 / sum(w^2)."""
+ACTIVE_PEAK = 0.5  # a sigmoid map that reaches this somewhere is "on"
+
+
+def active_groups(iam: torch.Tensor, threshold: float | None = ACTIVE_PEAK) -> torch.Tensor:
+    """(N, G, h, w) maps -> (N, G) bool: the groups whose peak reaches ``threshold``; when no
+    group of an instance does, its group with the highest peak. ``threshold`` None: every group
+    (softmax / attention maps, which are distributions by construction)."""
+    peak = iam.flatten(2).amax(-1)
+    if threshold is None:
+        return torch.ones_like(peak, dtype=torch.bool)
+    on = peak >= threshold
+    top = F.one_hot(peak.argmax(1), peak.shape[1]).bool()
+    return torch.where(on.any(1, keepdim=True), on, top)
+
+
+def focused_group(iam: torch.Tensor, threshold: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, G, h, w) maps -> the most concentrated candidate group of each instance (see
+    :func:`active_groups`), normalised to sum 1, (N, h, w), and its index (N,). Concentrated =
+    smallest effective support 1 / sum(w^2)."""
     w = iam.flatten(2)
     w = w / w.sum(-1, keepdim=True).clamp(min=1e-12)
-    best = w.pow(2).sum(-1).argmax(1)  # largest sum(w^2) = smallest support
+    sharpness = w.pow(2).sum(-1).masked_fill(~active_groups(iam, threshold), -1.0)
+    best = sharpness.argmax(1)  # largest sum(w^2) = smallest support
     return w[torch.arange(len(w)), best].view(iam.shape[0], *iam.shape[-2:]), best
 
 
@@ -90,21 +113,27 @@ def true_positive_matches(masks: torch.Tensor, scores: torch.Tensor, labels: tor
     return torch.tensor(det, dtype=torch.long), torch.tensor(obj, dtype=torch.long)
 
 
-def true_positive_stats(iam: torch.Tensor, gt_masks: torch.Tensor) -> dict[str, torch.Tensor]:
+def true_positive_stats(iam: torch.Tensor, gt_masks: torch.Tensor,
+                        threshold: float | None = ACTIVE_PEAK) -> dict[str, torch.Tensor]:
     """For true-positive detections' maps ``iam`` (N, G, h, w) and their objects ``gt_masks``
-    (N, H, W): the most concentrated group's mass inside the object, concentration and support,
-    which group it is, and the group-averaged map's mass inside (as for matched predictions)."""
-    focused, group = focused_group(iam)
+    (N, H, W): the most concentrated active group's mass inside the object (``threshold``: see
+    :func:`active_groups`), concentration and support, which group it is, how many groups are
+    active, the same mass when any group may be chosen, and the group-averaged map's mass
+    inside (as for matched predictions)."""
+    focused, group = focused_group(iam, threshold)
     stats = localization_stats(focused, gt_masks)
     return {"mass_in_object": stats["mass_in_object"],
             "concentration": stats["mass_in_object"] / stats["area_fraction"].clamp(min=1e-6),
             "support": stats["support"], "group": group,
+            "active_groups": active_groups(iam, threshold).sum(1).float(),
+            "mass_in_object_any_group": localization_stats(focused_group(iam)[0], gt_masks)["mass_in_object"],
             "mass_in_object_group_mean": localization_stats(iam_weights(iam), gt_masks)["mass_in_object"]}
 
 
 @torch.no_grad()
 def true_positive_instances(model: torch.nn.Module, dataset, collate, num_images: int,
-                            batch_size: int = 8) -> dict[str, torch.Tensor]:
+                            batch_size: int = 8, threshold: float | None = ACTIVE_PEAK
+                            ) -> dict[str, torch.Tensor]:
     """:func:`true_positive_stats` of every true-positive detection in the first
     ``num_images`` images of ``dataset`` (masks compared at the input resolution), plus the
     number of detections ``detections`` (1 element)."""
@@ -129,7 +158,7 @@ def true_positive_instances(model: torch.nn.Module, dataset, collate, num_images
                 continue
             iam = res["iam"][det]
             iam = iam[:, None] if iam.dim() == 3 else iam  # G = 1 comes without a group axis
-            for key, value in true_positive_stats(iam, target["masks"][obj]).items():
+            for key, value in true_positive_stats(iam, target["masks"][obj], threshold).items():
                 rows_out.setdefault(key, []).append(value)
     out = {k: torch.cat(v) for k, v in rows_out.items()}
     out["detections"] = torch.tensor([detections])
@@ -181,9 +210,10 @@ def _true_positive_summary(tp: dict[str, torch.Tensor], iou_threshold: float) ->
     summary: dict[str, Any] = {
         "what": f"final detections that are true positives (same class, mask IoU >= "
                 f"{iou_threshold} with an unclaimed GT object, greedy by score); for each, the "
-                "most concentrated group map (smallest support)",
+                "most concentrated group map (smallest support) among the groups that switch on",
         "count": count, "detections": int(tp["detections"].item())}
-    for key in ("mass_in_object", "concentration", "support", "mass_in_object_group_mean"):
+    for key in ("mass_in_object", "concentration", "support", "active_groups",
+                "mass_in_object_any_group", "mass_in_object_group_mean"):
         summary[key] = _summary(tp[key]) if count else None
     return summary
 
@@ -204,7 +234,10 @@ def iam_localization(run_dir: str | Path, checkpoint: str | None = None, train_i
     fit = matched_instances(run.model, deterministic_train_set(run.cfg.data), collate, train_images)
     val = matched_instances(run.model, run.val_set, collate, val_images)
     probe = fit_linear(fit["z"], fit["labels"])(val["z"]) == val["labels"]
-    tp = true_positive_instances(run.model, run.val_set, collate, val_images)
+    # sigmoid maps can be off; softmax and attention maps are distributions (every group a candidate)
+    sigmoid = run.cfg.model.instance_head == "iam" and run.cfg.model.iam_activation == "sigmoid"
+    tp = true_positive_instances(run.model, run.val_set, collate, val_images,
+                                 threshold=ACTIVE_PEAK if sigmoid else None)
     counts = torch.bincount(val["labels"], minlength=run.cfg.model.num_classes)
     return {
         "what": "SparseInst IAM localization: matched predictions' maps vs their GT objects, and "
