@@ -98,6 +98,9 @@ def _checked(base: Difficulty, knobs: dict[str, Any], names: dict[str, str]) -> 
     if d.size < 64:
         raise UserError(f"{names['size']} must be at least 64 pixels, got {d.size}")
     if d.object_size is not None and d.object_size[1] > 0.6 * d.size:
+        if "object_size" not in knobs:  # the level's own object sizes, broken by a small size
+            raise UserError(f"{names['size']}: {d.size} px is too small for the level's objects of "
+                            f"up to {d.object_size[1]:g} px (they need at most 0.6 x the size)")
         raise UserError(f"{names['object_size']}: MAX {d.object_size[1]:g} px does not fit a {d.size} px "
                         f"image (at most 0.6 x {names['size']})")
     return d
