@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rtinst.data.difficulty import (CLUTTER_LEVELS, DEFAULT_DIFFICULTY, DIFFICULTIES, TEXTURES,
                                     resolve_difficulty)
-from rtinst.cli.config import add_override_argument
+from rtinst.cli.config import add_override_argument, load_checked
 from rtinst.errors import UserError
 
 MAX_PRINTED_ERRORS = 20
@@ -166,9 +166,7 @@ def _synthetic_from_config(args: argparse.Namespace) -> int:
     """The dataset of a run config, as a run would generate it on first use (ensure_synthetic)."""
     from dataclasses import replace
 
-    from rtinst.config import load_config
     from rtinst.data.build import ensure_synthetic
-    from rtinst.data.difficulty import config_difficulty
     from rtinst.data.stats import format_statistics
     from rtinst.paths import resolve
 
@@ -176,15 +174,11 @@ def _synthetic_from_config(args: argparse.Namespace) -> int:
     if given:
         raise UserError(f"data synthetic: {given[0]} does not go with --config/-o; set the config's "
                         "data.synthetic_* keys instead (e.g. -o data.synthetic_knobs.objects=[1,3])")
-    cfg = load_config(args.config, args.override)
+    cfg = load_checked(args.config, args.override)
     data = cfg.data if args.out is None else replace(cfg.data, root=str(args.out))
-    where = args.config or "the default config"
     if data.dataset != "synthetic":
-        raise UserError(f"{where}: data.dataset is {data.dataset!r}, not 'synthetic': nothing to generate")
-    try:
-        config_difficulty(data)
-    except UserError as e:
-        raise UserError(f"{where}: {e}") from None
+        raise UserError(f"{args.config or 'the default config'}: data.dataset is {data.dataset!r}, "
+                        "not 'synthetic': nothing to generate")
     root = resolve(data.root)
     start = time.perf_counter()
     if not ensure_synthetic(data, progress=True, workers=args.workers):
