@@ -129,15 +129,18 @@ def _knob_value(key: str, value: Any) -> tuple[Any, str]:
         return (value if isinstance(value, str) else None), f"one of {', '.join(CLUTTER_LEVELS)}"
     if key == "occlusion":
         return (value if isinstance(value, bool) else None), "true or false"
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return (float(value) if number else None), "a probability in [0, 1]"
+    if key in ("pair_probability", "crowd_probability"):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return (float(value) if number else None), "a probability in [0, 1]"
+    raise AssertionError(f"Difficulty field {key!r} has no config conversion")
 
 
 def config_difficulty(data: Any) -> Difficulty:
     """The synthetic images a run config's data section (``DataConfig``) wants: level
     ``data.synthetic_difficulty`` at ``data.synthetic_size``, with ``data.synthetic_knobs``
     replacing parts of it. Errors are one-line ``ConfigError`` naming the config key."""
-    from rtinst.config import ConfigError  # here: the command line lists levels without yaml
+    # imported here: the generator's worker processes import this module and need no config
+    from rtinst.config import ConfigError
 
     knobs: dict[str, Any] = {}
     for key, value in (data.synthetic_knobs or {}).items():
