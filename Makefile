@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 # torch/torchvision only work as this pair on the project's machines (see README).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DATA ?= data/synthetic
+# `make data DATA_CONFIG=<run config>`: the dataset that config wants (data.synthetic_*: images,
+# level, knobs) in its data.root, or in DATA when DATA is given too; empty: the default config,
+# i.e. the embedded dataset (hard level) in DATA.
+DATA_CONFIG ?=
 
 .PHONY: venv test test-all bench reproduce data tiny-backbone lab clean-venv
 
@@ -29,11 +33,11 @@ test: venv
 test-all: venv
 	$(PY) -m pytest -q
 
-## data: the embedded synthetic COCO-format dataset (deterministic; skipped when present)
+## data: the embedded synthetic COCO-format dataset (deterministic; skipped when present, an
+## error when the folder holds a dataset made with other settings)
 data: venv
-	@if [ -f $(DATA)/generation.json ]; then \
-		echo "$(DATA) exists (delete it to regenerate)"; \
-	else $(VENV)/bin/rtinst data synthetic --out $(DATA); fi
+	$(VENV)/bin/rtinst data synthetic $(if $(DATA_CONFIG),--config $(DATA_CONFIG)) \
+		$(if $(and $(DATA_CONFIG),$(filter file,$(origin DATA))),,-o data.root=$(DATA))
 
 ## bench: the measuring instruments' own benchmarks, written to results/benchmarks/
 bench: venv

@@ -236,6 +236,10 @@ class DataConfig:
     synthetic_val: int = field(default=500, metadata=_min(0))
     synthetic_seed: int = 0
     synthetic_size: int = field(default=320, metadata=_min(32))
+    # Level of rtinst.data.difficulty (hard: the embedded dataset) and knobs replacing parts of
+    # it, e.g. {objects: [1, 3], occlusion: false}; checked by its config_difficulty.
+    synthetic_difficulty: str = field(default="hard", metadata=HASHED_IF_SET)
+    synthetic_knobs: dict[str, Any] = field(default_factory=dict, metadata=HASHED_IF_SET)
     # Short-edge scale jitter and long-edge cap (FastInst/SparseInst: 416-640 / 853).
     # Two values: uniform integer range [min, max]; one or more than two: choices.
     train_short_edge: list[int] = field(default_factory=lambda: [416, 640], metadata=_min(1))

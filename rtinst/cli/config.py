@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from rtinst.config import load_config, to_yaml
+from rtinst.config import ConfigError, RunConfig, load_config, to_yaml
+from rtinst.data.difficulty import config_difficulty
 from rtinst.recipe import DIFF, OFFICIAL_RECIPES, check_recipe, format_recipe
 from rtinst.records import config_hash
 
@@ -18,8 +19,20 @@ def add_override_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def load_checked(path: str | None, overrides: list[str]) -> RunConfig:
+    """``load_config``, and the synthetic level and knobs resolved, so that `config show` and
+    `data synthetic` report a bad one (naming the file) as the key errors of load_config."""
+    cfg = load_config(path, overrides)
+    if cfg.data.dataset == "synthetic":
+        try:
+            config_difficulty(cfg.data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from None
+    return cfg
+
+
 def show(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.override)
+    cfg = load_checked(args.config, args.override)
     print(f"# config hash: {config_hash(cfg)}")
     print(to_yaml(cfg), end="")
     return 0

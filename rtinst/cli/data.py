@@ -7,12 +7,14 @@ stays fast.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 from rtinst.data.difficulty import (CLUTTER_LEVELS, DEFAULT_DIFFICULTY, DIFFICULTIES, TEXTURES,
                                     resolve_difficulty)
+from rtinst.cli.config import add_override_argument, load_checked
 from rtinst.errors import UserError
 
 MAX_PRINTED_ERRORS = 20
@@ -70,13 +72,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "DIR/train and DIR/val, and DIR/statistics.json, then prints the statistics. "
                     "The same arguments give byte-identical files, whatever --workers is. "
                     "--difficulty picks a named level (hard: the embedded dataset); the knobs "
-                    "after it change one aspect of that level.",
+                    "after it change one aspect of that level. --config CONFIG instead writes "
+                    "the dataset a run config wants (data.synthetic_*) into its data.root, or "
+                    "skips when that folder holds it already.",
     )
-    syn.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    syn.add_argument("--train", type=int, default=2000, metavar="N", help="training images (default 2000)")
-    syn.add_argument("--val", type=int, default=500, metavar="M", help="validation images (default 500)")
-    syn.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    syn.add_argument("--difficulty", default=DEFAULT_DIFFICULTY, choices=sorted(DIFFICULTIES),
+    syn.add_argument("--out", type=Path, metavar="DIR",
+                     help="output folder (required unless --config: then it replaces data.root)")
+    syn.add_argument("--config", metavar="CONFIG",
+                     help="run config (YAML) whose data section names the dataset: images "
+                          "(data.synthetic_train/val/seed/size), level (data.synthetic_difficulty) "
+                          "and knobs (data.synthetic_knobs); not with the options below")
+    add_override_argument(syn)
+    syn.add_argument("--train", type=int, metavar="N", help="training images (default 2000)")
+    syn.add_argument("--val", type=int, metavar="M", help="validation images (default 500)")
+    syn.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
+    syn.add_argument("--difficulty", choices=sorted(DIFFICULTIES),
                      help="named level: " + "; ".join(f"{name}: {_describe(d)}" for name, d in
                                                       DIFFICULTIES.items())
                      + f" (default {DEFAULT_DIFFICULTY}, the embedded dataset). The options "
@@ -122,20 +132,61 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.set_defaults(func=run_check)
 
 
+# The options a run config's data section replaces (argparse dest -> option).
+GENERATOR_OPTIONS = {"train": "--train", "val": "--val", "seed": "--seed",
+                     "difficulty": "--difficulty", "size": "--size", "objects": "--objects",
+                     "object_size": "--object-size", "textures": "--textures",
+                     "clutter": "--clutter", "pairs": "--pairs", "crowds": "--crowds",
+                     "occlusion": "--no-occlusion"}
+
+
 def run_synthetic(args: argparse.Namespace) -> int:
+    if args.config is not None or args.override:
+        return _synthetic_from_config(args)
+    if args.out is None:
+        raise UserError("data synthetic: --out DIR is required (or --config CONFIG)")
     from rtinst.data.stats import format_statistics
     from rtinst.data.synthetic import generate_synthetic
 
-    difficulty = resolve_difficulty(args.difficulty, size=args.size, objects=args.objects,
+    difficulty = resolve_difficulty(args.difficulty or DEFAULT_DIFFICULTY, size=args.size, objects=args.objects,
                                     object_size=args.object_size, textures=args.textures,
                                     clutter=args.clutter, pair_probability=args.pairs,
                                     crowd_probability=args.crowds, occlusion=args.occlusion)
     start = time.perf_counter()
-    stats = generate_synthetic(args.out, num_train=args.train, num_val=args.val, seed=args.seed,
+    stats = generate_synthetic(args.out, num_train=2000 if args.train is None else args.train,
+                               num_val=500 if args.val is None else args.val, seed=args.seed or 0,
                                workers=args.workers, progress=True, difficulty=difficulty)
     elapsed = time.perf_counter() - start
     print(format_statistics(stats))
     print(f"\nwrote {args.out} in {elapsed:.1f} s (statistics in {Path(args.out) / 'statistics.json'})")
+    return 0
+
+
+def _synthetic_from_config(args: argparse.Namespace) -> int:
+    """The dataset of a run config, as a run would generate it on first use (ensure_synthetic)."""
+    from dataclasses import replace
+
+    from rtinst.data.build import ensure_synthetic
+    from rtinst.data.stats import format_statistics
+    from rtinst.paths import resolve
+
+    given = [flag for dest, flag in GENERATOR_OPTIONS.items() if getattr(args, dest) is not None]
+    if given:
+        raise UserError(f"data synthetic: {given[0]} does not go with --config/-o; set the config's "
+                        "data.synthetic_* keys instead (e.g. -o data.synthetic_knobs.objects=[1,3])")
+    cfg = load_checked(args.config, args.override)
+    data = cfg.data if args.out is None else replace(cfg.data, root=str(args.out))
+    if data.dataset != "synthetic":
+        raise UserError(f"{args.config or 'the default config'}: data.dataset is {data.dataset!r}, "
+                        "not 'synthetic': nothing to generate")
+    root = resolve(data.root)
+    start = time.perf_counter()
+    if not ensure_synthetic(data, progress=True, workers=args.workers):
+        print(f"{root} already holds this dataset (delete it to regenerate)")
+        return 0
+    elapsed = time.perf_counter() - start
+    print(format_statistics(json.loads((root / "statistics.json").read_text())))
+    print(f"\nwrote {root} in {elapsed:.1f} s (statistics in {root / 'statistics.json'})")
     return 0
 
 

@@ -32,7 +32,8 @@ def add_sweep_arguments(p: argparse.ArgumentParser, default_preset: str = "tiny"
                    "committed cost files in results/costs are read, and kept unless --force; a "
                    "seed set other than 0 gets its own table files (..._seeds0-1-2.csv)")
     p.add_argument("--data-root", default=None,
-                   help="dataset folder for every run (default: each preset's own data.root)")
+                   help="dataset folder for every run (default: each preset's own data.root); "
+                   "a synthetic dataset gets a sub-folder named by its images, size, seed and level")
     p.add_argument("--cost-preset", default="coco",
                    help="scale of the cost columns: coco (paper scale, default), another preset, "
                    "or none to skip them")

@@ -2,7 +2,8 @@
 
 The embedded synthetic dataset is generated on first use under ``data.root`` (under a
 file lock, so parallel runs of a sweep generate it once), and checked against the config's
-size afterwards so a dataset made with other settings is never used silently.
+sizes, seed and difficulty level afterwards so a dataset made with other settings is never
+used silently.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rtinst import paths
 from rtinst.config import ConfigError, DataConfig
 from rtinst.data.augment import DiscardSmallBoxes, SplitCrowd, ssd_augmentation
 from rtinst.data.coco import CocoInstanceDataset
+from rtinst.data.difficulty import DEFAULT_DIFFICULTY, DIFFICULTIES, config_difficulty
 from rtinst.data.transforms import (
     Compose,
     Normalize,
@@ -38,29 +40,44 @@ def split_paths(cfg: DataConfig, split: str) -> tuple[Path, Path]:
     return root / cfg.val_ann, root / cfg.val_images
 
 
-def ensure_synthetic(cfg: DataConfig, progress: bool = True) -> None:
-    """Generate the synthetic dataset of ``cfg`` under ``cfg.root`` unless it is there.
+def ensure_synthetic(cfg: DataConfig, progress: bool = True, workers: int | None = None) -> bool:
+    """Generate the synthetic dataset of ``cfg`` under ``cfg.root`` unless it is there;
+    True when it was generated now.
 
     The generator's arguments are stored next to the data; a folder made with other
-    arguments is an error rather than silently the wrong dataset.
+    arguments (sizes, seed, level, knobs) is an error rather than silently the wrong dataset.
     """
-    from rtinst.data.synthetic import GENERATION_FILE, generate_synthetic
+    from rtinst.data.synthetic import GENERATION_FILE, generate_synthetic, generation_record
 
+    difficulty = config_difficulty(cfg)  # a bad level or knob fails before any folder is made
     root = paths.resolve(cfg.root)  # not the current folder: a notebook's kernel is elsewhere
-    wanted = {"train": cfg.synthetic_train, "val": cfg.synthetic_val,
-              "seed": cfg.synthetic_seed, "size": cfg.synthetic_size}
+    wanted = generation_record(cfg.synthetic_train, cfg.synthetic_val, cfg.synthetic_seed, difficulty)
     root.mkdir(parents=True, exist_ok=True)
+    generated = False
     with open(root / ".generate.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second run waits for the first to finish
         if not (root / GENERATION_FILE).is_file():
             generate_synthetic(root, cfg.synthetic_train, cfg.synthetic_val, cfg.synthetic_seed,
-                               cfg.synthetic_size, progress=progress)
+                               workers=workers, progress=progress, difficulty=difficulty)
+            generated = True
     found = json.loads((root / GENERATION_FILE).read_text())
     if found != wanted:
-        diff = ", ".join(f"{k} {found.get(k)} (config: {v})" for k, v in wanted.items()
-                         if found.get(k) != v)
-        raise UserError(f"{root}: synthetic data was generated with {diff}; delete {root} "
-                        f"to regenerate it, or point data.root elsewhere")
+        raise UserError(f"{root}: synthetic data was generated with {_differences(found, wanted)}; "
+                        f"delete {root} to regenerate it, or point data.root elsewhere")
+    return generated
+
+
+def _differences(found: dict, wanted: dict) -> str:
+    """``size 96 (config: 128), difficulty hard (config: easy), objects [4, 10] (config: [1, 1])``:
+    the level and each knob on its own, a folder of the default level read as ``hard``."""
+    def flat(record: dict) -> dict:
+        generator = record.get("generator") or DIFFICULTIES[DEFAULT_DIFFICULTY].describe()
+        return {**{k: v for k, v in record.items() if k != "generator"},
+                "difficulty": record.get("difficulty", DEFAULT_DIFFICULTY),
+                **{k: v for k, v in generator.items() if k != "size"}}
+
+    f, w = flat(found), flat(wanted)
+    return ", ".join(f"{k} {f.get(k)} (config: {v})" for k, v in w.items() if f.get(k) != v)
 
 
 def _check_augment(cfg: DataConfig) -> None:

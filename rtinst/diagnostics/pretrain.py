@@ -303,6 +303,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool
     generation = root / GENERATION_FILE
     if generation.is_file():  # an existing split must be the one the card will describe
         made = json.loads(generation.read_text())
+        if "difficulty" in made:  # the backbone always pretrains on the hard level's images
+            raise UserError(f"{generation}: split made at difficulty {made['difficulty']!r}, not the "
+                            "hard level pretraining uses; delete the folder or pass --data-root")
         if (made.get("train"), made.get("seed"), made.get("size")) != (cfg.num_images, cfg.seed, cfg.size):
             raise UserError(f"{generation}: split has {made.get('train')} images from seed "
                             f"{made.get('seed')} at {made.get('size')} px, not {cfg.num_images} from seed "

@@ -14,16 +14,19 @@ executes it, both from these types.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from rtinst import paths
-from rtinst.config import RunConfig
+from rtinst.config import ConfigError, DataConfig, RunConfig
+from rtinst.data.difficulty import DEFAULT_DIFFICULTY, DIFFICULTIES, config_difficulty
 from rtinst.errors import UserError
 from rtinst.harness.costs import breakdown_missing, cost_key, latency_missing, read_cost, timing_device
 from rtinst.harness.runner import run_status
-from rtinst.harness.specs import TableSpec, cost_size, row_base, row_config, row_overrides, trained_row
+from rtinst.harness.specs import SpecError, TableSpec, cost_size, row_base, row_config, row_overrides, trained_row
 from rtinst.records import config_hash, run_dir_for
 
 
@@ -121,15 +124,29 @@ def is_committed_cost(path: str | Path) -> bool:
     return p.is_file() and p.parent == paths.resolve(COMMITTED_COSTS)
 
 
+def synthetic_folder(data: DataConfig) -> str:
+    """The sub-folder of a user-given data folder that holds ``data``'s synthetic dataset:
+    its sizes and seed, then its level unless ``hard`` and a short digest of the knobs that
+    change the level (so the embedded dataset's folder keeps the name it always had)."""
+    difficulty = config_difficulty(data)
+    level = DIFFICULTIES[data.synthetic_difficulty]
+    changed = {k: v for k, v in difficulty.describe().items()
+               if k != "size" and v != level.describe()[k]}
+    name = f"synthetic_{data.synthetic_train}x{data.synthetic_val}_{data.synthetic_size}px_s{data.synthetic_seed}"
+    if data.synthetic_difficulty != DEFAULT_DIFFICULTY or changed:
+        name += f"_{data.synthetic_difficulty}"
+    if changed:
+        name += "_" + hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+    return name
+
+
 def _data_root_override(cfg: RunConfig, data_root: str | None) -> list[str]:
-    """``data.root`` for a user-given data folder. Synthetic datasets of different sizes get
-    their own sub-folder (the generator refuses to reuse a folder of another size)."""
+    """``data.root`` for a user-given data folder. Synthetic datasets of other sizes, seeds or
+    levels get their own sub-folder (ensure_synthetic refuses a folder made otherwise)."""
     if not data_root:
         return []
-    d = cfg.data
-    if d.dataset == "synthetic":
-        name = f"synthetic_{d.synthetic_train}x{d.synthetic_val}_{d.synthetic_size}px_s{d.synthetic_seed}"
-        return [f"data.root={Path(data_root) / name}"]
+    if cfg.data.dataset == "synthetic":
+        return [f"data.root={Path(data_root) / synthetic_folder(cfg.data)}"]
     return [f"data.root={data_root}"]
 
 
@@ -137,6 +154,11 @@ def _resolve(spec: TableSpec, row, preset: str, seed: int, data_root: str | None
              overrides: list[str]) -> tuple[RunConfig, list[str]]:
     extra = [f"seed={seed}", *overrides]
     cfg = row_config(spec, row, preset, extra)
+    if cfg.data.dataset == "synthetic":  # a bad level or knob fails the plan, not the run
+        try:
+            config_difficulty(cfg.data)
+        except ConfigError as e:
+            raise SpecError(f"{spec.where(row)}: {e} (at preset {preset})") from None
     extra += _data_root_override(cfg, data_root)
     if data_root:
         cfg = row_config(spec, row, preset, extra)
