@@ -77,6 +77,9 @@ def test_compact_analysis_compacts_finished_runs_and_lists_the_rest(tmp_path, ca
     report = ar.compact_analysis_runs("smoke", runs_dir=tmp_path)
     assert [c.run_dir for c in report.compacted] == [first.run_dir]
     assert (first.run_dir / COMPACT).is_file()
+    done, names, untrained = ar.recorded_runs("tide", "smoke", runs_dir=tmp_path)
+    assert done == [first.run_dir] and names == ["SparseInst tiny"]  # the same SparseInst row
+    assert len(untrained) == 2 and all("not trained; train it with `rtinst sweep" in u for u in untrained)
     lacking = "\n".join(report.lacking)
     for a in runs[1:]:
         assert f"{a.run_dir.name} ({a.spec}: {a.row}): not trained; train it with " \

@@ -180,3 +180,16 @@ def test_notebooks_see_a_compact_file_as_weights(tmp_path):
     line = missing_checkpoint(run_dir)
     assert line.startswith(f"{run_dir} has no checkpoint (checkpoints are not committed) and no "
                            f"compact {COMPACT}; re-create it with `OMP_NUM_THREADS=1 rtinst train")
+    (run_dir / "record.json").unlink()
+    assert missing_checkpoint(run_dir) == (f"{run_dir} has no run record: not trained yet (`rtinst "
+                                           f"sweep SPEC --preset PRESET --dry-run` lists a spec's "
+                                           f"runs to train)")
+
+
+def test_rtinst_viz_draws_from_the_compact_file_alone(tmp_path):
+    run_dir, _ = make_run(tmp_path, "yolact")
+    assert cli_main(["records", "compact", str(run_dir)]) == 0
+    (run_dir / "checkpoints" / "last.pt").unlink()  # what a clone has: no checkpoints/
+    out = tmp_path / "figures"
+    assert cli_main(["viz", "prototypes", "--run", str(run_dir), "--out", str(out), "--images", "0"]) == 0
+    assert (out / "prototypes.png").stat().st_size > 2000

@@ -104,6 +104,26 @@ def labels(figure: str, preset: str = "tiny") -> list[str] | None:
     return None if all(a.label is None for a in runs) else [a.label or a.row for a in runs]
 
 
+def _where(a: AnalysisRun) -> str:
+    return f"{paths.display(a.run_dir)} ({a.spec}: {a.row})"
+
+
+def _untrained(a: AnalysisRun, preset: str) -> str:
+    status = a.job.status()
+    return (f"{_where(a)}: {'not trained' if status == 'missing' else status}; "
+            f"train it with `rtinst sweep {a.spec} --preset {preset}`")
+
+
+def recorded_runs(figure: str, preset: str = "tiny", runs_dir: str | Path = "results/runs"
+                  ) -> tuple[list[Path], list[str] | None, list[str]]:
+    """The figure's runs with a finished record, their legend names (None: the file gives
+    none), and one line per other run saying how to train it."""
+    runs = analysis_runs(preset, [figure], runs_dir=runs_dir)
+    done = [a for a in runs if a.job.status() == "done"]
+    names = None if all(a.label is None for a in runs) else [a.label or a.row for a in done]
+    return [a.run_dir for a in done], names, [_untrained(a, preset) for a in runs if a not in done]
+
+
 @dataclass
 class CompactReport:
     compacted: list[Compacted] = field(default_factory=list)
@@ -143,15 +163,13 @@ def compact_analysis_runs(preset: str = "tiny", max_mb: float = DEFAULT_MAX_MB,
         if not a.weights or a.job.config_hash in seen:
             continue
         seen.add(a.job.config_hash)
-        where = f"{paths.display(a.run_dir)} ({a.spec}: {a.row})"
-        status = a.job.status()
-        if status != "done":
-            report.lacking.append(f"{where}: {'not trained' if status == 'missing' else status}; "
-                                  f"train it with `rtinst sweep {a.spec} --preset {preset}`")
+        if a.job.status() != "done":
+            report.lacking.append(_untrained(a, preset))
         elif last_checkpoint(a.run_dir).is_file():
             report.extend(compact_runs([a.run_dir], max_mb))
         elif compact_path(a.run_dir).is_file():
             report.kept.append(compact_path(a.run_dir))
         else:
-            report.lacking.append(f"{where}: no checkpoint; {recreate_hint(a.run_dir, read_record(a.run_dir))}")
+            report.lacking.append(f"{_where(a)}: no checkpoint; "
+                                  f"{recreate_hint(a.run_dir, read_record(a.run_dir))}")
     return report

@@ -31,6 +31,9 @@ def missing_checkpoint(run_dir: str | Path) -> str | None:
     run_dir = paths.resolve(run_dir)
     if run_weights(run_dir) is not None:
         return None
+    if not (run_dir / "record.json").is_file():
+        return (f"{paths.display(run_dir)} has no run record: not trained yet (`rtinst sweep SPEC "
+                f"--preset PRESET --dry-run` lists a spec's runs to train)")
     return (f"{paths.display(run_dir)} has no checkpoint (checkpoints are not committed) and no "
             f"compact {COMPACT}; re-create it with `{recreate_command(run_dir)}`")
 
