@@ -3,8 +3,10 @@ size limit, and the committed files' sizes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -193,3 +195,24 @@ def test_rtinst_viz_draws_from_the_compact_file_alone(tmp_path):
     out = tmp_path / "figures"
     assert cli_main(["viz", "prototypes", "--run", str(run_dir), "--out", str(out), "--images", "0"]) == 0
     assert (out / "prototypes.png").stat().st_size > 2000
+    # nor coco_segm_results.json: the class confusion comes from the restored model's predictions
+    assert cli_main(["viz", "confusion", "--run", str(run_dir), "--out", str(out)]) == 0
+    table = pd.read_csv(out / f"confusion_{run_dir.name}.csv", index_col=0)
+    gt = json.loads((REPO / "data/synthetic_smoke/annotations/instances_val.json").read_text())
+    n = load_config(run_dir / "config.yaml").eval.max_images
+    evaluated = {im["id"] for im in gt["images"][:n]}
+    assert table.to_numpy().sum() == sum(1 for a in gt["annotations"]
+                                         if a["image_id"] in evaluated and not a["iscrowd"])
+
+
+def test_evaluate_reads_a_compact_file_as_float32_weights(tmp_path):
+    from rtinst.engine.checkpoint_eval import model_from_checkpoint
+
+    run_dir, net = make_run(tmp_path, "sparseinst")
+    write_compact(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    model, extra = model_from_checkpoint(cfg, run_dir / COMPACT)
+    assert extra["format"] == FORMAT and extra["iterations"] == 40
+    for k, v in model.state_dict().items():
+        want = net.state_dict()[k]
+        assert torch.equal(v, want.half().float() if want.is_floating_point() else want)

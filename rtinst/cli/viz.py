@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--run (e.g. the Table 6f IA-loss variants) beside the ground truth. tide: dAP per TIDE "
         "error type across runs (records only, no checkpoint needed). curve: mask AP vs training "
         "minutes and steps across runs (their curve.json, recorded with train.snapshot_iters). confusion: ground-truth class "
-        "x predicted class of the objects a run localized (needs its coco_segm_results.json).",
+        "x predicted class of the objects a run localized (from its coco_segm_results.json, else "
+        "from the predictions of its restored model).",
     )
     p.add_argument("kind", choices=["iam", "prototypes", "queries", "tide", "curve", "confusion"])
     p.add_argument("--run", action="append", required=True, metavar="RUN_DIR",
