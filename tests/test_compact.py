@@ -216,3 +216,13 @@ def test_evaluate_reads_a_compact_file_as_float32_weights(tmp_path):
     for k, v in model.state_dict().items():
         want = net.state_dict()[k]
         assert torch.equal(v, want.half().float() if want.is_floating_point() else want)
+
+
+def test_one_refused_run_does_not_stop_the_others(tmp_path, capsys):
+    big, _ = make_run(tmp_path, "yolact")  # 1.7 M weights: ~3.4 MB in float16
+    small, _ = make_run(tmp_path, "fastinst")  # 1.3 M: ~2.6 MB
+    assert cli_main(["records", "compact", str(big), str(small), "--max-mb", "3"]) != 0
+    out, err = capsys.readouterr()
+    assert (small / COMPACT).is_file() and not (big / COMPACT).exists()
+    assert f"{small / COMPACT}: " in out
+    assert f"{big}: compact checkpoint would be 3." in err and str(small) not in err
