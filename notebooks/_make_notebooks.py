@@ -148,13 +148,17 @@ _ANALYSIS_SETUP = ("%matplotlib inline\n"
                    "import matplotlib.pyplot as plt\n"
                    "from IPython.display import Image, display\n"
                    "from rtinst import paths, viz\n"
+                   "from rtinst.harness import analysis_runs\n"
                    "from rtinst.viz import render, run_report\n")
-# committed runs (the tables' baselines): the defaults must name folders that exist
-_RUNS = {"iam": "results/runs/sparseinst-tiny-78dd65121169",  # SparseInst Table 4 baseline
-         "prototypes": "results/runs/yolact-tiny-2704d636eace",  # YOLACT Table 2b, k=32
-         "queries": ["results/runs/fastinst-tiny-36d9dd86b3c6",  # FastInst Table 6f rows
-                     "results/runs/fastinst-tiny-45686ef143bb",
-                     "results/runs/fastinst-tiny-4fa5829492b2"]}
+# None: the figure's runs at `preset`, as experiments/analysis_runs.yaml names them
+_DEFAULT_RUNS = ('preset = "tiny"  # the preset the default runs are resolved at\n')
+
+
+def _default_runs(figure: str, name: str = "run_dir") -> str:
+    """Cell lines: a ``None`` parameter becomes the figure's analysis run(s) at ``preset``."""
+    runs = f"analysis_runs.run_dirs({figure!r}, preset)"
+    return (f"if {name} is None:\n"
+            f"    {name} = {runs if name == 'run_dirs' else f'{runs}[0]'}\n")
 
 
 def _with_checkpoint(call: str, runs: str = "[run_dir]") -> str:
@@ -177,9 +181,9 @@ def analysis_notebooks() -> dict[str, list]:
             new_markdown_cell("# SparseInst instance activation maps\n\nPer detection: the IAM of "
                               "each group beside its mask (paper Figure 4); per group: the mean "
                               "activation of each of the N IAMs over the val split (Figure 6)."),
-            _params(f'run_dir = "{_RUNS["iam"]}"\n' + common
-                    + "images = [0, 1]  # val image positions\naverage_images = 100"),
-            new_code_cell(_ANALYSIS_SETUP + "\n" + _with_checkpoint(
+            _params("run_dir = None  # None: the SparseInst analysis run of `preset`\n" + _DEFAULT_RUNS
+                    + common + "images = [0, 1]  # val image positions\naverage_images = 100"),
+            new_code_cell(_ANALYSIS_SETUP + "\n" + _default_runs("iam") + _with_checkpoint(
                 "render.render_iam(paths.resolve(run_dir), paths.resolve(out_dir), images, "
                 "average_images, data_root=data_root, show=True)")),
         ],
@@ -188,8 +192,9 @@ def analysis_notebooks() -> dict[str, list]:
                               "images (paper Figure 5), the coefficient vectors of the detections "
                               "and the assembly prototypes x coefficients -> sigmoid -> crop -> mask "
                               "of one instance."),
-            _params(f'run_dir = "{_RUNS["prototypes"]}"\n' + common + "images = [0, 1, 2]"),
-            new_code_cell(_ANALYSIS_SETUP + "\n" + _with_checkpoint(
+            _params("run_dir = None  # None: the YOLACT analysis run of `preset`\n" + _DEFAULT_RUNS
+                    + common + "images = [0, 1, 2]"),
+            new_code_cell(_ANALYSIS_SETUP + "\n" + _default_runs("prototypes") + _with_checkpoint(
                 "render.render_prototypes(paths.resolve(run_dir), paths.resolve(out_dir), "
                 "images, data_root=data_root, show=True)")),
         ],
@@ -199,10 +204,11 @@ def analysis_notebooks() -> dict[str, list]:
                               "(paper Figure 3: dense semantic loss / matching without and with "
                               "the location cost; give one run per variant), beside the ground "
                               "truth, and the predicted masks with the location of their query."),
-            _params(f"run_dirs = {_RUNS['queries']!r}\n".replace("'", '"') + common
+            _params("run_dirs = None  # None: the Table 6f IA-loss variants' runs of `preset`\n"
+                    + _DEFAULT_RUNS + common
                     + "labels = None  # None: the IA-loss variant of each run\n"
                       "images = [0, 1]\nmin_score = 0.3"),
-            new_code_cell(_ANALYSIS_SETUP + "\n" + _with_checkpoint(
+            new_code_cell(_ANALYSIS_SETUP + "\n" + _default_runs("queries", "run_dirs") + _with_checkpoint(
                 "render.render_queries([paths.resolve(r) for r in run_dirs], paths.resolve(out_dir), "
                 "images, labels, min_score, data_root=data_root, show=True)", runs="run_dirs")),
         ],
@@ -212,11 +218,16 @@ def analysis_notebooks() -> dict[str, list]:
                               "style: SparseInst vs YOLACT vs FastInst), or across the rows of a "
                               "sweep: give `runs_root` to take every finished run with TIDE "
                               "numbers under it."),
-            _params('run_dirs = []  # run folders, in legend order\n'
-                    "labels = None\n"
+            _params("run_dirs = None  # run folders, in legend order; None: the three default "
+                    "models' runs of `preset`\n"
+                    + _DEFAULT_RUNS + "labels = None\n"
                     "runs_root = None  # or: every run with TIDE numbers under this folder\n"
                     'out_dir = "results-own/figures/analysis"'),
             new_code_cell(_ANALYSIS_SETUP + "\n"
+                          "if run_dirs is None and not runs_root:\n"
+                          "    run_dirs, default_labels, untrained = analysis_runs.recorded_runs('tide', preset)\n"
+                          "    labels = labels or default_labels\n"
+                          "    print(*untrained, sep='\\n')\n"
                           "if runs_root:\n"
                           "    run_dirs = [p.parent for p in sorted(paths.resolve(runs_root).rglob('record.json'))\n"
                           "                if viz.compare.has_tide(p.parent)]\n"

@@ -1,4 +1,5 @@
-"""`rtinst records`: list the run records under a folder as a table; archive stale runs."""
+"""`rtinst records`: list the run records under a folder as a table; archive stale runs;
+compact runs' checkpoints."""
 
 from __future__ import annotations
 
@@ -71,9 +72,24 @@ def archive_records(args: argparse.Namespace) -> int:
     return 0
 
 
+def compact_records(args: argparse.Namespace) -> int:
+    from rtinst.harness.analysis_runs import compact_analysis_runs, compact_runs
+
+    if not args.runs and not args.analysis:
+        raise UserError("rtinst records compact: give run folders or --analysis")
+    report = compact_runs(args.runs, args.max_mb)
+    if args.analysis:
+        report.extend(compact_analysis_runs(args.preset, args.max_mb))
+    for line in report.lines():
+        print(line)
+    if report.refused:
+        raise UserError("; ".join(report.refused))
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "records", help="list run records as a table, archive stale runs",
+        "records", help="list run records as a table, archive stale runs, compact checkpoints",
         description="Collect every run record (record.json) under a folder into one table; "
         "move run folders that no current spec row matches out of the run cache.",
     )
@@ -103,3 +119,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be archived and change nothing")
     p.set_defaults(func=archive_records)
+    p = sub.add_parser(
+        "compact", help="write a run's float16 model_fp16.pt (committable) from its checkpoint",
+        description="Write RUN/model_fp16.pt from RUN/checkpoints/last.pt: the model's weights in "
+        "float16 (integer buffers exact), without optimizer state, so that rtinst viz and the "
+        "analysis notebooks work without the (uncommitted) checkpoint.")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run folders")
+    p.add_argument("--max-mb", type=float, default=5.0,
+                   help="refuse to write a file larger than this many MB (default 5)")
+    p.add_argument("--analysis", action="store_true",
+                   help="every run of experiments/analysis_runs.yaml whose figure loads a model "
+                   "and that has a finished record and a checkpoint; lists the others with the "
+                   "command that makes them")
+    p.add_argument("--preset", default="tiny", choices=["smoke", "tiny", "coco"],
+                   help="--analysis: the preset the runs are resolved at (default tiny)")
+    p.set_defaults(func=compact_records)

@@ -51,13 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "viz", help="figures of trained runs: IAMs, prototypes, query locations, TIDE",
         description="Render the analysis figures of trained runs (run folders with record.json, "
-        "config.yaml and checkpoints/last.pt) as PNG files in --out. iam: SparseInst IAMs per "
+        "config.yaml and checkpoints/last.pt or the compact model_fp16.pt) as PNG files in --out. iam: SparseInst IAMs per "
         "detection and their mean over the val split per group. prototypes: YOLACT prototypes, "
         "coefficients and the mask assembly. queries: FastInst IA-guided query locations of each "
         "--run (e.g. the Table 6f IA-loss variants) beside the ground truth. tide: dAP per TIDE "
         "error type across runs (records only, no checkpoint needed). curve: mask AP vs training "
         "minutes and steps across runs (their curve.json, recorded with train.snapshot_iters). confusion: ground-truth class "
-        "x predicted class of the objects a run localized (needs its coco_segm_results.json).",
+        "x predicted class of the objects a run localized (from its coco_segm_results.json, else "
+        "from the predictions of its restored model).",
     )
     p.add_argument("kind", choices=["iam", "prototypes", "queries", "tide", "curve", "confusion"])
     p.add_argument("--run", action="append", required=True, metavar="RUN_DIR",

@@ -19,6 +19,7 @@ from torch import nn
 from rtinst.config import RunConfig, save_config
 from rtinst.data.build import build_dataset, collate_fn
 from rtinst.engine.checkpoint import load_checkpoint
+from rtinst.engine.compact import FORMAT as COMPACT_FORMAT, to_fp32
 from rtinst.engine.latency import measure_latency
 from rtinst.engine.train import evaluate_run, resolve_device
 from rtinst.errors import UserError
@@ -30,8 +31,11 @@ from rtinst.provenance import provenance
 
 def model_from_checkpoint(cfg: RunConfig, path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The config's model with the checkpoint's weights (strict), in eval mode, and the
-    checkpoint's other entries (``converted_from`` for converted official weights)."""
+    checkpoint's other entries (``converted_from`` for converted official weights). A compact
+    ``model_fp16.pt`` is read as its float32 weights."""
     state = load_checkpoint(path)
+    if isinstance(state, dict) and state.get("format") == COMPACT_FORMAT:
+        state = {**state, "model": to_fp32(state["model"])}
     weights = state.get("model") if isinstance(state, dict) else None
     if not isinstance(weights, dict):
         raise UserError(f"{path}: not an rtinst checkpoint (no 'model' state dict); official "

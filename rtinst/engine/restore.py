@@ -11,7 +11,7 @@ from rtinst import paths
 from rtinst.config import RunConfig, load_config
 from rtinst.data.build import build_dataset
 from rtinst.data.coco import CocoInstanceDataset
-from rtinst.engine.checkpoint import LAST, load_checkpoint
+from rtinst.engine.compact import COMPACT, last_checkpoint, load_weights, run_weights
 from rtinst.errors import UserError
 from rtinst.models import build_model
 from rtinst.records import RunRecord, read_record
@@ -60,22 +60,24 @@ def recreate_hint(run_dir: Path, record: RunRecord) -> str:
 
 def load_run(run_dir: str | Path, data_root: str | Path | None = None,
              checkpoint: str | None = None) -> LoadedRun:
-    """Model with the run's last checkpoint, in eval mode on CPU, and its val split.
+    """Model with the run's trained weights, in eval mode on CPU, and its val split.
 
-    ``data_root`` replaces ``data.root`` of the run's config (a run trained elsewhere, or a
-    notebook executing in another folder). ``checkpoint``: another weights file, a name in
-    the run's ``checkpoints/`` folder (e.g. ``snapshot_325it.pt``) or a path.
+    The weights are ``checkpoints/last.pt`` when present, else the committed compact
+    ``model_fp16.pt`` (cast back to float32). ``data_root`` replaces ``data.root`` of the
+    run's config (a run trained elsewhere, or a notebook executing in another folder).
+    ``checkpoint``: another weights file, a name in the run's ``checkpoints/`` folder (e.g.
+    ``snapshot_325it.pt``) or a path.
     """
     run_dir = Path(run_dir)
-    weights = run_dir / "checkpoints" / LAST
+    weights = run_weights(run_dir)
     if checkpoint:
         weights = Path(checkpoint) if Path(checkpoint).is_file() else run_dir / "checkpoints" / checkpoint
         if not weights.is_file():
             raise UserError(f"--checkpoint {checkpoint}: neither a file nor in {run_dir}/checkpoints/")
     record = read_record(run_dir)
-    if not weights.is_file():
-        raise UserError(f"{weights}: no checkpoint (checkpoints are not committed); "
-                        + recreate_hint(run_dir, record))
+    if weights is None:
+        raise UserError(f"{last_checkpoint(run_dir)}: no checkpoint (checkpoints are not committed) "
+                        f"and no compact {COMPACT}; " + recreate_hint(run_dir, record))
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
         raise UserError(f"{config_file}: run config not found (is {run_dir} a run folder?)")
@@ -85,7 +87,6 @@ def load_run(run_dir: str | Path, data_root: str | Path | None = None,
     # the checkpoint holds every weight: do not look for (or warn about) backbone files
     model_cfg = replace(cfg.model, backbone=replace(cfg.model.backbone, pretrained="none"))
     model = build_model(model_cfg)
-    state = load_checkpoint(weights)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(load_weights(weights))
     model.eval()
     return LoadedRun(run_dir, record, cfg, model, build_dataset(cfg.data, "val", progress=False))

@@ -1,6 +1,7 @@
 """Figures for understanding trained models, testable without a notebook.
 
-- ``run``: load a run folder (record + config + ``checkpoints/last.pt``) and predict a few val
+- ``run``: load a run folder (record + config + ``checkpoints/last.pt``, else
+  the committed compact ``model_fp16.pt``) and predict a few val
   images with the models' extras (IAMs, prototypes/coefficients, query locations).
 - ``iam``: SparseInst instance activation maps beside their masks (paper Figure 4) and the
   mean activation of every IAM over the val split (Figure 6), Group-IAM groups separately.

@@ -64,17 +64,40 @@ def _rle(segmentation, h: int, w: int) -> dict:
     return segmentation
 
 
+def _predict_results(run_dir: Path, data_root: str | Path | None) -> tuple[list[dict], set[int]]:
+    """The val predictions of the run's restored model (its checkpoint, else model_fp16.pt:
+    then up to float16 rounding of the weights) over the images its evaluation used."""
+    from rtinst.data.build import collate_fn
+    from rtinst.engine.inference import predict_coco
+    from rtinst.engine.restore import load_run
+
+    run = load_run(run_dir, data_root)
+    n = run.cfg.eval.max_images
+    results = predict_coco(run.model, run.val_set, collate_fn(run.cfg.data),
+                           run.val_set.contiguous_to_cat_id, max_images=n, progress=False)
+    return results, set(run.val_set.ids[:n])
+
+
 def run_confusion(run_dir: str | Path, iou: float = 0.5, min_score: float = 0.05,
                   data_root: str | Path | None = None) -> pd.DataFrame:
-    """``class_confusion`` of a finished run, from its val GT and ``coco_segm_results.json``."""
+    """``class_confusion`` of a finished run, from its val GT and ``coco_segm_results.json``;
+    without that file (it is not committed), from the predictions of its restored model."""
+    from rtinst.engine.compact import COMPACT, run_weights
+
     run_dir = Path(run_dir)
     rec = read_record(run_dir)
     results_file = run_dir / "coco_segm_results.json"
-    if not results_file.is_file():
+    evaluated = None  # image ids, when predicted here
+    if results_file.is_file():
+        results = json.loads(results_file.read_text())
+    elif run_weights(run_dir) is not None:
+        results, evaluated = _predict_results(run_dir, data_root)
+    else:
         from rtinst.engine.restore import recreate_hint
 
         raise UserError(f"{results_file}: the run's COCO results are not here (they are not "
-                        f"committed); {recreate_hint(run_dir, rec)}")
+                        f"committed), nor a checkpoint or {COMPACT} to predict them; "
+                        f"{recreate_hint(run_dir, rec)}")
     data = rec.config.get("data", {})
     root = Path(data_root) if data_root is not None else Path(data.get("root", ""))
     gt_file = run_dir / "gt_subset.json"  # the evaluated images when eval.max_images cut the split
@@ -83,7 +106,9 @@ def run_confusion(run_dir: str | Path, iou: float = 0.5, min_score: float = 0.05
     if not gt_file.is_file():
         raise UserError(f"{gt_file}: val annotations not found (pass data_root)")
     gt = json.loads(gt_file.read_text())
-    return class_confusion(gt, json.loads(results_file.read_text()), iou, min_score)
+    if evaluated is not None:  # the images the evaluation used, as gt_subset.json holds them
+        gt = {**gt, "images": [im for im in gt["images"] if im["id"] in evaluated]}
+    return class_confusion(gt, results, iou, min_score)
 
 
 def localized_accuracy(table: pd.DataFrame) -> float:

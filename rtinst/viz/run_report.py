@@ -24,12 +24,18 @@ def recreate_command(run_dir: str | Path) -> str:
 
 
 def missing_checkpoint(run_dir: str | Path) -> str | None:
-    """None when the run has its checkpoint, else one line saying how to re-create it."""
+    """None when the run has weights to load (its checkpoint or its compact model_fp16.pt),
+    else one line saying how to re-create them."""
+    from rtinst.engine.compact import COMPACT, run_weights
+
     run_dir = paths.resolve(run_dir)
-    if (run_dir / "checkpoints" / "last.pt").is_file():
+    if run_weights(run_dir) is not None:
         return None
-    return (f"{paths.display(run_dir)} has no checkpoint (checkpoints are not committed); "
-            f"re-create it with `{recreate_command(run_dir)}`")
+    if not (run_dir / "record.json").is_file():
+        return (f"{paths.display(run_dir)} has no run record: not trained yet (`rtinst sweep SPEC "
+                f"--preset PRESET --dry-run` lists a spec's runs to train)")
+    return (f"{paths.display(run_dir)} has no checkpoint (checkpoints are not committed) and no "
+            f"compact {COMPACT}; re-create it with `{recreate_command(run_dir)}`")
 
 
 def explain_missing_loss_curve(run_dir: str | Path) -> str:
