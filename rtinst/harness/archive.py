@@ -110,9 +110,11 @@ def _read(folder: Path) -> tuple[object | None, float | None, str | None]:
 
 
 def spec_paths(root: Path = EXPERIMENTS_DIR) -> list[Path]:
-    """Every spec under ``experiments/``: the paper tables and the own ablations (the paper
-    tables' hyperparameter sheets under ``paper_tables/`` are no specs)."""
-    return sorted(p for p in root.rglob("*.yaml") if "paper_tables" not in p.relative_to(root).parts)
+    """Every spec under ``experiments/``: the paper tables and the own ablations, one folder
+    down (the paper tables' hyperparameter sheets under ``paper_tables/`` and files at the top,
+    such as ``analysis_runs.yaml``, are no specs)."""
+    return sorted(p for p in root.rglob("*.yaml")
+                  if p.parent != root and "paper_tables" not in p.relative_to(root).parts)
 
 
 def current_hashes(presets: dict[str, set[int]], specs: list[Path] | None = None) -> set[str]:
