@@ -244,3 +244,45 @@ def test_tiny_backbone_shapes():
         "res3": (64, 8, 8), "res4": (128, 4, 4), "res5": (256, 2, 2)}
     assert net.out_channels == {"res3": 64, "res4": 128, "res5": 256}
     assert sum(p.numel() for p in net.parameters()) < 3e6
+
+
+def test_freeze_at_keeps_the_first_stages_weights_and_statistics_through_training_steps():
+    from rtinst.config import BackboneConfig, TrainConfig
+    from rtinst.engine.optim import build_optimizer
+
+    torch.manual_seed(0)
+    backbone = build_backbone(BackboneConfig(name="tiny", frozen_bn=False, pretrained="none",
+                                             freeze_at=3))
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    optimizer = build_optimizer(backbone, TrainConfig(lr=0.1, weight_decay=0.1))
+    backbone.train()
+    for _ in range(2):
+        out = backbone(torch.randn(2, 3, 64, 64))
+        sum(v.square().mean() for v in out.values()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = backbone.state_dict()
+    frozen = [k for k in before if k.split(".")[0] in ("stem", "res2", "res3")]
+    trained = [k for k in before if k.split(".")[0] in ("res4", "res5")]
+    assert frozen and trained
+    # weights and BatchNorm running statistics of stem, res2, res3: bit for bit the same
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not any(p.requires_grad for n, p in backbone.named_parameters() if n.split(".")[0] == "res3")
+    # the later stages train (weights and running statistics move)
+    assert not torch.equal(before["res4.conv1.weight"], after["res4.conv1.weight"])
+    assert not torch.equal(before["res5.bn1.running_mean"], after["res5.bn1.running_mean"])
+    assert backbone.res3.training is False and backbone.res4.training is True
+
+
+def test_freeze_at_every_stage_and_bad_values():
+    from rtinst.config import BackboneConfig
+    from rtinst.errors import UserError
+
+    backbone = build_backbone(BackboneConfig(name="tiny", pretrained="none", freeze_at=5))
+    assert not any(p.requires_grad for p in backbone.parameters())
+    x = torch.randn(1, 3, 64, 64)
+    assert not backbone.train()(x)["res5"].requires_grad  # no graph through a frozen trunk
+    assert all(p.requires_grad for p in build_backbone(
+        BackboneConfig(name="tiny", pretrained="none")).parameters())  # default 0: all train
+    with pytest.raises(UserError, match=r"model.backbone.freeze_at: 0..5 .*got 6"):
+        build_backbone(BackboneConfig(name="tiny", pretrained="none", freeze_at=6))

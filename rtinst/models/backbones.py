@@ -108,7 +108,32 @@ def _avgpool_downsample(block: nn.Module, norm: type[nn.Module]) -> None:
         norm(conv.out_channels))
 
 
-class ResNetBackbone(nn.Module):
+FREEZE_STAGES = ("stem", "res2", "res3", "res4", "res5")  # model.backbone.freeze_at 1..5
+
+
+class _Freezable(nn.Module):
+    """``freeze_at`` k: the first k of :data:`FREEZE_STAGES` keep their weights (no gradient)
+    and their BatchNorm statistics (eval mode, also after ``train()``)."""
+
+    freeze_at = 0
+
+    def freeze(self, freeze_at: int) -> None:
+        if not 0 <= freeze_at <= len(FREEZE_STAGES):
+            raise UserError(f"model.backbone.freeze_at: 0..{len(FREEZE_STAGES)} "
+                            f"(0 trains every stage), got {freeze_at}")
+        self.freeze_at = freeze_at
+        for name in FREEZE_STAGES[:freeze_at]:
+            getattr(self, name).requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "_Freezable":
+        super().train(mode)
+        for name in FREEZE_STAGES[:self.freeze_at]:
+            getattr(self, name).eval()
+        return self
+
+
+class ResNetBackbone(_Freezable):
     """torchvision ResNet trunk up to layer4, returning res3/res4/res5."""
 
     def __init__(self, depth: int = 50, resnet_d: bool = False, dcn_stages: tuple[int, ...] = (),
@@ -162,7 +187,7 @@ class _BasicBlock(nn.Module):
         return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
 
 
-class TinyBackbone(nn.Module):
+class TinyBackbone(_Freezable):
     """A small ResNet for CPU training: stem /4, then one BasicBlock stage per stride 4..32."""
 
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), frozen_bn: bool = False):
@@ -338,13 +363,12 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
                                   cfg.dcn_modulated)
     backbone.init_source = "scratch"  # recorded in run records
     path = resolve_pretrained(cfg)
-    if path is None:
-        return backbone
-    if cfg.pretrained == "auto" and not path.is_file():
+    if cfg.pretrained == "auto" and path is not None and not path.is_file():
         warnings.warn(f"model.backbone.pretrained=auto: no weights at {path}; training "
                       f"{cfg.name} from scratch (set a path, or 'none' to silence this)",
                       stacklevel=2)
-        return backbone
-    load_weights(backbone, path)
-    backbone.init_source = str(path)
+    elif path is not None:
+        load_weights(backbone, path)
+        backbone.init_source = str(path)
+    backbone.freeze(cfg.freeze_at)
     return backbone
