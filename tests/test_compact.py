@@ -164,6 +164,50 @@ def test_compacting_needs_a_checkpoint_and_reading_needs_the_format(tmp_path):
         read_compact(tmp_path / "plain.pt")
 
 
+def test_a_frozen_backbone_is_stored_by_reference_to_its_initialization(tmp_path):
+    from rtinst.models.backbones import TinyBackbone
+
+    torch.manual_seed(3)
+    init = tmp_path / "init_backbone.pt"
+    torch.save(TinyBackbone().state_dict(), init)
+    cfg = load_config(CONFIGS / "sparseinst" / "smoke.yaml",
+                      [f"model.backbone.pretrained={init}", "model.backbone.freeze_at=5"])
+    net = build_model(cfg.model).eval()
+    run_dir = tmp_path / "run"
+    save_config(cfg, run_dir / "config.yaml")
+    record = RunRecord.start(cfg)
+    record.finish({"ap": 1.0})
+    write_record(record, run_dir)
+    save_checkpoint(run_dir / "checkpoints" / "last.pt", model=net.state_dict(), iteration=5)
+    written = write_compact(run_dir)
+    payload = torch.load(run_dir / COMPACT, weights_only=True)
+    backbone_keys = sorted(k for k in net.state_dict() if k.startswith("backbone."))
+    assert payload["from_init"]["keys"] == backbone_keys
+    assert payload["from_init"]["file"] == str(init) and not any(k in payload["model"] for k in backbone_keys)
+    heads = sum(v.numel() * 2 for k, v in net.state_dict().items()
+                if not k.startswith("backbone.") and v.is_floating_point())
+    assert written.size_bytes < heads + 50_000  # only the heads, in float16 (the trunk is 2.4 MB)
+    (run_dir / "checkpoints" / "last.pt").unlink()  # as in a fresh clone
+    restored = load_run(run_dir).model.state_dict()
+    # the frozen trunk comes back exactly (float32 from the file), the heads rounded to fp16
+    assert all(torch.equal(restored[k], net.state_dict()[k]) for k in backbone_keys)
+    head = "decoder.inst_branch.iam_conv.weight"
+    assert torch.equal(restored[head], net.state_dict()[head].half().float())
+    torch.save({k: v + 1 for k, v in TinyBackbone().state_dict().items()}, init)
+    with pytest.raises(UserError, match=r"model_fp16.pt: \d+ backbone tensors come from .*init_backbone.pt "
+                                         r"\(sha256 \w{12}\), which has other contents"):
+        load_run(run_dir)
+    init.unlink()
+    with pytest.raises(UserError, match=r"which is not here"):
+        load_run(run_dir)
+
+
+def test_a_trained_backbone_is_stored_whole(tmp_path):
+    run_dir, net = make_run(tmp_path, "sparseinst")  # pretrained none: no initialization file
+    write_compact(run_dir)
+    assert "from_init" not in torch.load(run_dir / COMPACT, weights_only=True)
+
+
 def test_committed_compact_checkpoints_are_small():
     files = sorted((REPO / "results" / "runs").glob(f"*/{COMPACT}"))
     sizes = {f.parent.name: f.stat().st_size / 1e6 for f in files}

@@ -19,7 +19,7 @@ from torch import nn
 from rtinst.config import RunConfig, save_config
 from rtinst.data.build import build_dataset, collate_fn
 from rtinst.engine.checkpoint import load_checkpoint
-from rtinst.engine.compact import FORMAT as COMPACT_FORMAT, to_fp32
+from rtinst.engine.compact import FORMAT as COMPACT_FORMAT, read_compact
 from rtinst.engine.latency import measure_latency
 from rtinst.engine.train import evaluate_run, resolve_device
 from rtinst.errors import UserError
@@ -35,7 +35,7 @@ def model_from_checkpoint(cfg: RunConfig, path: str | Path) -> tuple[nn.Module, 
     ``model_fp16.pt`` is read as its float32 weights."""
     state = load_checkpoint(path)
     if isinstance(state, dict) and state.get("format") == COMPACT_FORMAT:
-        state = {**state, "model": to_fp32(state["model"])}
+        state = read_compact(path, cfg.model.backbone)
     weights = state.get("model") if isinstance(state, dict) else None
     if not isinstance(weights, dict):
         raise UserError(f"{path}: not an rtinst checkpoint (no 'model' state dict); official "

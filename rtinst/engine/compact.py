@@ -9,6 +9,12 @@ retraining it.
 
 :func:`run_weights` is the one place that decides which weights file of a run is read:
 ``last.pt`` when present (exact), else ``model_fp16.pt`` (cast back to float32).
+
+Backbone tensors that training left bit for bit at their initialization (a frozen trunk,
+``model.backbone.freeze_at``) are not stored: ``from_init`` names the committed weights file
+they come from (with its sha256) and their keys, and reading fills them from that file
+(exactly, in float32). The tiny models' trunk is most of their weights, so a run with a frozen
+tiny backbone compacts to its heads.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 import torch
 
 from rtinst import paths
+from rtinst.config import BackboneConfig, load_config
 from rtinst.engine.checkpoint import LAST, load_checkpoint
 from rtinst.errors import UserError
 from rtinst.io import atomic_path, file_sha256
@@ -64,6 +71,35 @@ class Compacted:
                 f"(from {self.source_bytes / 1e6:.2f} MB last.pt, iteration {self.iterations})")
 
 
+BACKBONE = "backbone."
+
+
+def _init_backbone(cfg: BackboneConfig) -> tuple[Path, dict[str, torch.Tensor]] | None:
+    """The weights file a backbone of ``cfg`` starts from and the state it loads (None when
+    it starts from scratch or the file is not here)."""
+    from rtinst.models.backbones import build_backbone, resolve_pretrained
+
+    path = resolve_pretrained(cfg)
+    if path is None or not path.is_file():
+        return None
+    return path, {BACKBONE + k: v for k, v in build_backbone(cfg).state_dict().items()}
+
+
+def _from_init(model: dict[str, torch.Tensor], cfg: BackboneConfig | None) -> dict[str, Any] | None:
+    init = _init_backbone(cfg) if cfg is not None else None
+    if init is None:
+        return None
+    path, state = init
+    keys = sorted(k for k, v in state.items() if k in model and model[k].dtype == v.dtype
+                  and torch.equal(model[k], v))
+    return {"file": paths.display(path), "sha256": file_sha256(path), "keys": keys} if keys else None
+
+
+def _run_backbone_config(run_dir: Path) -> BackboneConfig | None:
+    config = run_dir / "config.yaml"
+    return load_config(config).model.backbone if config.is_file() else None
+
+
 def write_compact(run_dir: str | Path, max_mb: float = DEFAULT_MAX_MB) -> Compacted:
     """``<run_dir>/model_fp16.pt`` from ``<run_dir>/checkpoints/last.pt``; refuses (and leaves
     any earlier file in place) when the result would be larger than ``max_mb`` megabytes."""
@@ -74,8 +110,13 @@ def write_compact(run_dir: str | Path, max_mb: float = DEFAULT_MAX_MB) -> Compac
     state = load_checkpoint(source)
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise UserError(f"{paths.display(source)}: not an rtinst checkpoint (no 'model' state dict)")
-    payload = {"format": FORMAT, "model": to_fp16(state["model"]),
-               "iterations": int(state.get("iteration", 0)), "source_sha256": file_sha256(source)}
+    model = state["model"]
+    from_init = _from_init(model, _run_backbone_config(run_dir))
+    if from_init is not None:
+        model = {k: v for k, v in model.items() if k not in set(from_init["keys"])}
+    payload = {"format": FORMAT, "model": to_fp16(model),
+               "iterations": int(state.get("iteration", 0)), "source_sha256": file_sha256(source),
+               **({"from_init": from_init} if from_init is not None else {})}
     out = compact_path(run_dir)
     with atomic_path(out) as tmp:
         torch.save(payload, tmp)
@@ -87,20 +128,45 @@ def write_compact(run_dir: str | Path, max_mb: float = DEFAULT_MAX_MB) -> Compac
     return Compacted(run_dir, out, size, source.stat().st_size, payload["iterations"])
 
 
-def read_compact(path: str | Path) -> dict[str, Any]:
-    """A compact checkpoint's entries, its model state dict cast back to float32."""
+def _model_fp32(path: Path, state: dict[str, Any], cfg: BackboneConfig | None) -> dict[str, torch.Tensor]:
+    """A compact checkpoint's model state in float32, with its ``from_init`` tensors filled in
+    from the file it names (``cfg``: the run's backbone config, default: from the run folder)."""
+    model = to_fp32(state["model"])
+    ref = state.get("from_init")
+    if not ref:
+        return model
+    file = paths.resolve(ref["file"])
+    if file_sha256(file) != ref["sha256"]:
+        found = "is not here" if not file.is_file() else "has other contents"
+        raise UserError(f"{path}: {len(ref['keys'])} backbone tensors come from {ref['file']} "
+                        f"(sha256 {ref['sha256'][:12]}), which {found}")
+    cfg = cfg if cfg is not None else _run_backbone_config(path.parent)
+    init = _init_backbone(cfg) if cfg is not None else None
+    if init is None:
+        raise UserError(f"{path}: needs its run's config.yaml to rebuild the backbone from {ref['file']}")
+    missing = [k for k in ref["keys"] if k not in init[1]]
+    if missing:
+        raise UserError(f"{path}: {ref['file']} has no {missing[0]} ({len(missing)} keys missing)")
+    return {**model, **{k: init[1][k] for k in ref["keys"]}}
+
+
+def read_compact(path: str | Path, cfg: BackboneConfig | None = None) -> dict[str, Any]:
+    """A compact checkpoint's entries, its model state dict cast back to float32 and complete."""
+    path = Path(path)
     state = load_checkpoint(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise UserError(f"{path}: not a compact checkpoint (format {found!r}, expected {FORMAT!r})")
-    return {**state, "model": to_fp32(state["model"])}
+    return {**state, "model": _model_fp32(path, state, cfg)}
 
 
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The model state dict of a checkpoint or a compact checkpoint (float32 either way)."""
+def load_weights(path: str | Path, cfg: BackboneConfig | None = None) -> dict[str, torch.Tensor]:
+    """The model state dict of a checkpoint or a compact checkpoint (float32 either way;
+    ``cfg``: the run's backbone config, for a compact file outside its run folder)."""
+    path = Path(path)
     state = load_checkpoint(path)
     if isinstance(state, dict) and state.get("format") == FORMAT:
-        return to_fp32(state["model"])
+        return _model_fp32(path, state, cfg)
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise UserError(f"{path}: not an rtinst checkpoint (no 'model' state dict)")
     return state["model"]

@@ -87,6 +87,6 @@ def load_run(run_dir: str | Path, data_root: str | Path | None = None,
     # the checkpoint holds every weight: do not look for (or warn about) backbone files
     model_cfg = replace(cfg.model, backbone=replace(cfg.model.backbone, pretrained="none"))
     model = build_model(model_cfg)
-    model.load_state_dict(load_weights(weights))
+    model.load_state_dict(load_weights(weights, cfg.model.backbone))
     model.eval()
     return LoadedRun(run_dir, record, cfg, model, build_dataset(cfg.data, "val", progress=False))
