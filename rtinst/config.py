@@ -65,8 +65,8 @@ class BackboneConfig:
     # R50-d-DCN models use DCNv1 on stages 4-5 (detectron2's DEFORM_MODULATED=False).
     dcn_modulated: bool = field(default=True, metadata=HASHED_IF_SET)
     frozen_bn: bool = True
-    # detectron2's FREEZE_AT: the first stages (1 stem, 2 +res2, ... 5 every stage) keep their
-    # initial weights and BatchNorm statistics (no gradient, eval mode); 0 trains all.
+    # detectron2's FREEZE_AT: the convolutions of the first stages (1 stem, 2 +res2, ... 5
+    # every stage) keep their initial weights; their BatchNorm follows frozen_bn. 0 trains all.
     freeze_at: int = field(default=0, metadata=_min(0, **HASHED_IF_SET))
     # "auto": ImageNet weights from the torch / Hugging Face cache when present (torchvision's
     # ResNet, timm's ResNet-d), else from scratch with a warning (an error at the coco

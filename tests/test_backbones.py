@@ -246,42 +246,59 @@ def test_tiny_backbone_shapes():
     assert sum(p.numel() for p in net.parameters()) < 3e6
 
 
-def test_freeze_at_keeps_the_first_stages_weights_and_statistics_through_training_steps():
-    from rtinst.config import BackboneConfig, TrainConfig
+def _train_steps(backbone, steps: int = 2) -> None:
+    from rtinst.config import TrainConfig
     from rtinst.engine.optim import build_optimizer
 
-    torch.manual_seed(0)
-    backbone = build_backbone(BackboneConfig(name="tiny", frozen_bn=False, pretrained="none",
-                                             freeze_at=3))
-    before = {k: v.clone() for k, v in backbone.state_dict().items()}
     optimizer = build_optimizer(backbone, TrainConfig(lr=0.1, weight_decay=0.1))
     backbone.train()
-    for _ in range(2):
+    for _ in range(steps):
         out = backbone(torch.randn(2, 3, 64, 64))
         sum(v.square().mean() for v in out.values()).backward()
         optimizer.step()
         optimizer.zero_grad()
+
+
+@pytest.mark.parametrize("frozen_bn", [False, True])
+def test_freeze_at_keeps_the_first_stages_convolutions_and_bn_follows_frozen_bn(frozen_bn):
+    torch.manual_seed(0)
+    backbone = build_backbone(BackboneConfig(name="tiny", frozen_bn=frozen_bn, pretrained="none",
+                                             freeze_at=3))
+    with torch.no_grad():  # non-trivial affine BN weights, so that weight decay would move them
+        for name, p in backbone.named_parameters():
+            if "bn" in name or ".1." in name:
+                p.add_(0.5)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    _train_steps(backbone)
     after = backbone.state_dict()
-    frozen = [k for k in before if k.split(".")[0] in ("stem", "res2", "res3")]
-    trained = [k for k in before if k.split(".")[0] in ("res4", "res5")]
-    assert frozen and trained
-    # weights and BatchNorm running statistics of stem, res2, res3: bit for bit the same
-    assert all(torch.equal(before[k], after[k]) for k in frozen)
-    assert not any(p.requires_grad for n, p in backbone.named_parameters() if n.split(".")[0] == "res3")
-    # the later stages train (weights and running statistics move)
+    stage = lambda k: k.split(".")[0]  # noqa: E731
+    convs = [k for k in before if stage(k) in ("stem", "res2", "res3") and k.endswith("weight")
+             and before[k].dim() == 4]
+    norms = [k for k in before if stage(k) in ("stem", "res2", "res3") and before[k].dim() == 1
+             and before[k].is_floating_point()]
+    assert len(convs) >= 6 and norms
+    assert all(torch.equal(before[k], after[k]) for k in convs)  # frozen stages' convolutions
+    moved = [k for k in norms if not torch.equal(before[k], after[k])]
+    if frozen_bn:  # FrozenBatchNorm: nothing of the frozen stages moves
+        assert moved == []
+    else:  # BatchNorm trains there: affine weights and running statistics move
+        assert {k.rsplit(".", 1)[1] for k in moved} >= {"weight", "bias", "running_mean", "running_var"}
+    # the later stages train
     assert not torch.equal(before["res4.conv1.weight"], after["res4.conv1.weight"])
-    assert not torch.equal(before["res5.bn1.running_mean"], after["res5.bn1.running_mean"])
-    assert backbone.res3.training is False and backbone.res4.training is True
 
 
 def test_freeze_at_every_stage_and_bad_values():
-    from rtinst.config import BackboneConfig
     from rtinst.errors import UserError
 
-    backbone = build_backbone(BackboneConfig(name="tiny", pretrained="none", freeze_at=5))
+    backbone = build_backbone(BackboneConfig(name="tiny", pretrained="none", frozen_bn=True,
+                                             freeze_at=5))
     assert not any(p.requires_grad for p in backbone.parameters())
     x = torch.randn(1, 3, 64, 64)
     assert not backbone.train()(x)["res5"].requires_grad  # no graph through a frozen trunk
+    trained_bn = build_backbone(BackboneConfig(name="tiny", pretrained="none", frozen_bn=False,
+                                               freeze_at=5))
+    assert {n.rsplit(".", 1)[1] for n, p in trained_bn.named_parameters() if p.requires_grad} == {"weight", "bias"}
+    assert all(p.dim() == 1 for p in trained_bn.parameters() if p.requires_grad)  # BN affine only
     assert all(p.requires_grad for p in build_backbone(
         BackboneConfig(name="tiny", pretrained="none")).parameters())  # default 0: all train
     with pytest.raises(UserError, match=r"model.backbone.freeze_at: 0..5 .*got 6"):

@@ -112,25 +112,20 @@ FREEZE_STAGES = ("stem", "res2", "res3", "res4", "res5")  # model.backbone.freez
 
 
 class _Freezable(nn.Module):
-    """``freeze_at`` k: the first k of :data:`FREEZE_STAGES` keep their weights (no gradient)
-    and their BatchNorm statistics (eval mode, also after ``train()``)."""
-
-    freeze_at = 0
+    """``freeze_at`` k: the convolutions of the first k of :data:`FREEZE_STAGES` keep their
+    weights (no gradient). Their BatchNorm layers follow ``frozen_bn`` as everywhere else:
+    frozen with it (detectron2's FREEZE_AT, whose stages hold FrozenBatchNorm), trained
+    (affine weights and statistics) without it."""
 
     def freeze(self, freeze_at: int) -> None:
         if not 0 <= freeze_at <= len(FREEZE_STAGES):
             raise UserError(f"model.backbone.freeze_at: 0..{len(FREEZE_STAGES)} "
                             f"(0 trains every stage), got {freeze_at}")
-        self.freeze_at = freeze_at
         for name in FREEZE_STAGES[:freeze_at]:
-            getattr(self, name).requires_grad_(False)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> "_Freezable":
-        super().train(mode)
-        for name in FREEZE_STAGES[:self.freeze_at]:
-            getattr(self, name).eval()
-        return self
+            for module in getattr(self, name).modules():
+                if not isinstance(module, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)):
+                    for p in module.parameters(recurse=False):
+                        p.requires_grad_(False)
 
 
 class ResNetBackbone(_Freezable):
