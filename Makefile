@@ -12,7 +12,7 @@ DATA ?= data/synthetic
 # i.e. the embedded dataset (hard level) in DATA.
 DATA_CONFIG ?=
 
-.PHONY: venv test test-all bench reproduce data tiny-backbone lab clean-venv
+.PHONY: venv test test-all bench reproduce data tiny-data tiny-backbone lab clean-venv
 
 $(VENV)/.torch-stamp:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test-all: venv
 data: venv
 	$(VENV)/bin/rtinst data synthetic $(if $(DATA_CONFIG),--config $(DATA_CONFIG)) \
 		$(if $(and $(DATA_CONFIG),$(filter file,$(origin DATA))),,-o data.root=$(DATA))
+
+## tiny-data: the dataset the tiny presets train on (the easy level, data/synthetic_easy; the
+## three tiny presets share it)
+tiny-data: venv
+	$(VENV)/bin/rtinst data synthetic --config rtinst/configs/sparseinst/tiny.yaml
 
 ## bench: the measuring instruments' own benchmarks, written to results/benchmarks/
 bench: venv
@@ -71,7 +76,7 @@ tiny-backbone: venv
 ## REPRODUCE_ARGS="--tables yolact/table2a" limits the tables.
 REPRODUCE_BUDGET ?= 15
 REPRODUCE_ARGS ?=
-reproduce: venv data
+reproduce: venv tiny-data
 	$(VENV)/bin/rtinst reproduce --preset tiny \
 		$(if $(filter none,$(REPRODUCE_BUDGET)),,--budget-minutes $(REPRODUCE_BUDGET)) $(REPRODUCE_ARGS)
 
