@@ -108,6 +108,8 @@ class ClaimSpec:
     b: str
     text: str = ""
     tolerance: float | None = None  # overrides the spec's noise floor for this claim
+    # one or two seed-noise specs (a claim across two models): this claim's noise source
+    noise_from: list[str] | None = None
 
 
 @dataclass
@@ -143,6 +145,8 @@ class TableSpec:
     claims: list[ClaimSpec] = field(default_factory=list)
     plot: dict[str, Any] = field(default_factory=dict)
     tolerance: float = 0.5  # AP points: the noise floor when there is one seed
+    # a seed-noise spec whose baseline runs give the one-seed noise floor (claim_noise)
+    noise_from: str | None = None
     # AP points: a row scoring below this has not learned at the preset, so no accuracy claim
     # on it can be judged (a chance-level model "beats" nothing and "equals" everything)
     learned_floor: float = 1.0
@@ -313,7 +317,10 @@ def parse_spec(data: Any, path: Path | None = None) -> TableSpec:
         if not isinstance(c, dict):
             raise SpecError(f"{where}: a claim must be a mapping, got {c!r}")
         _check_keys(c, ClaimSpec, f"{where}: claim {c.get('text') or c}")
-        claims.append(ClaimSpec(**c))
+        claim = ClaimSpec(**c)
+        if claim.noise_from is not None:
+            claim.noise_from = [str(n) for n in _as_list(claim.noise_from, where, "noise_from")]
+        claims.append(claim)
     spec = TableSpec(rows=rows, claims=claims, title=data.pop("title", ""), path=path, **data)
     for name in ("metrics", "cost_metrics", "paper_cost_columns", "overrides",
                  "paper_scale_overrides"):
@@ -373,6 +380,25 @@ def _validate_structure(spec: TableSpec) -> None:
                 raise SpecError(f"{where}: claim {text!r}: unknown row {lab!r}{did_you_mean(lab, labels)}")
         if csv is not None:
             _check_claim_against_paper(spec, c, csv, text)
+    _validate_noise_from(spec)
+
+
+def _validate_noise_from(spec: TableSpec) -> None:
+    """``noise_from`` names known specs: the spec's one, a claim's one or two."""
+    entries = [(spec.noise_from, ("noise_from",))] if spec.noise_from is not None else []
+    for i, c in enumerate(spec.claims):
+        if c.noise_from is None:
+            continue
+        if len(c.noise_from) not in (1, 2):
+            raise SpecError(f"{spec.where(None, 'claims', i, 'noise_from')}: claim "
+                            f"{c.text or c.a + ' ' + c.op + ' ' + c.b!r}: noise_from takes one "
+                            f"spec or two (the two models compared), got {len(c.noise_from)}")
+        entries += [(n, ("claims", i, "noise_from", j)) for j, n in enumerate(c.noise_from)]
+    for name, keys in entries:
+        try:
+            find_spec(str(name))
+        except SpecError as e:
+            raise SpecError(f"{spec.where(None, *keys)}: noise_from: {e}") from None
 
 
 def _validate_models(spec: TableSpec) -> None:

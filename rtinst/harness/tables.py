@@ -8,8 +8,9 @@ paper scale (``ours_gflops`` next to ``paper_gflops``); latency is labelled CPU 
 
 :func:`judge_claims` checks every claim of the spec (``a op b`` on a metric) on our numbers:
 ``reproduced``, ``not reproduced`` (the opposite direction, beyond noise) or ``within noise``.
-Noise is the spread of a difference of two runs, sqrt(std_a^2 + std_b^2) over seeds, or the
-spec's fixed ``tolerance`` with a single seed; cost columns are deterministic and use a
+Noise is the spread of a difference of two runs, sqrt(std_a^2 + std_b^2) over seeds; with a
+single seed, that of the ``noise_from`` seed-noise runs (:mod:`rtinst.harness.claim_noise`),
+else the spec's fixed ``tolerance``; cost columns are deterministic and use a
 relative ``cost_tolerance``. A claim's own ``tolerance`` is a floor on the noise.
 
 :func:`reproduce_table` is what a table notebook calls: sweep (cached runs are reused), build,
@@ -31,9 +32,10 @@ import pandas as pd
 from rtinst import paths
 from rtinst.harness.paper_tables import paper_numbers, read_paper_csv
 from rtinst.harness.params import parse_overrides
-from rtinst.harness.specs import OUR_METRIC, PAPERS, TableSpec, load_spec
+from rtinst.harness.claim_noise import claim_noise, claim_references, load_references, missing_note
+from rtinst.harness.specs import PAPERS, TableSpec, load_spec
+from rtinst.harness.table_runs import collect_runs, metric_values  # collect_runs: re-exported
 from rtinst.io import atomic_path
-from rtinst.records import read_record
 
 REPRODUCED, NOT_REPRODUCED, WITHIN_NOISE = "reproduced", "not reproduced", "within noise"
 NO_DATA, NOT_IMPLEMENTED = "no data", "not implemented"
@@ -47,27 +49,7 @@ SCALE_NOTE = {
 }
 
 
-def _our_key(metric: str) -> str:
-    return OUR_METRIC.get(metric, metric)
-
-
 # ---------------------------------------------------------------------------- collect
-
-
-def collect_runs(spec: TableSpec, plan) -> pd.DataFrame:
-    """One row per (table row, seed) of the plan: status, error and metrics from the record."""
-    rows = []
-    for label_row in spec.implemented_rows:
-        for seed, job in sorted(plan.runs_for(spec.id, label_row.label).items()):
-            entry: dict[str, Any] = {"label": label_row.label, "seed": seed, "run_dir": job.run_dir,
-                                     "config_hash": job.config_hash, "status": "missing", "error": None}
-            path = Path(job.run_dir) / "record.json"
-            if path.is_file():
-                rec = read_record(path)
-                entry.update(status=rec.status, error=rec.error, wall_time_s=rec.wall_time_s,
-                             hardware=rec.provenance.get("hardware"), **rec.metrics)
-            rows.append(entry)
-    return pd.DataFrame(rows, columns=None if rows else ["label", "seed", "status", "error"])
 
 
 # fp32 on CPU or GPU; fp16 (a .half() model) only where a GPU timed it
@@ -145,8 +127,7 @@ def build_table(spec: TableSpec, runs: pd.DataFrame, costs: pd.DataFrame | None 
         for m in spec.metrics:
             p = paper.at[at, m]
             entry[f"paper_{m}"] = p
-            key = _our_key(m)
-            vals = pd.to_numeric(ours[key], errors="coerce").dropna() if key in getattr(ours, "columns", []) else pd.Series(dtype=float)
+            vals = metric_values(ours, m)
             mean = float(vals.mean()) if len(vals) else np.nan
             std = float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else np.nan)
             entry[f"ours_{m}_mean"], entry[f"ours_{m}_std"] = mean, std
@@ -248,17 +229,30 @@ def _same_runs(table: pd.DataFrame, a: str, b: str) -> bool:
     return len(ra) > 0 and len(rb) > 0 and bool(ra.iloc[0]) and ra.iloc[0] == rb.iloc[0]
 
 
-def seed_noise(spec: TableSpec, table: pd.DataFrame, a: str, b: str, metric: str) -> tuple[float, str]:
+def seed_noise(spec: TableSpec, table: pd.DataFrame, a: str, b: str, metric: str,
+               refs: dict | None = None, claim=None) -> tuple[float, str]:
     """The noise an accuracy difference a - b must exceed, and its basis: the two rows' seed
-    stds added in quadrature when both have >= 2 seeds, else the spec's fixed tolerance."""
+    stds added in quadrature when both have >= 2 seeds; else the seed noise of the claim's or
+    the spec's ``noise_from`` runs (``refs``: :func:`rtinst.harness.claim_noise.load_references`,
+    by default the table's ``noise_refs`` attribute); else the spec's fixed tolerance."""
     if min(_value(table, a, "n_seeds"), _value(table, b, "n_seeds")) >= 2:
         sa, sb = _value(table, a, f"ours_{metric}_std"), _value(table, b, f"ours_{metric}_std")
         return math.sqrt(sa**2 + sb**2), "seed std"
-    return spec.tolerance, "fixed tolerance (1 seed)"
+    refs = table.attrs.get("noise_refs", {}) if refs is None else refs
+    tried = []
+    for names in dict.fromkeys(tuple(n) for n in (claim_references(spec, claim),
+                                                   claim_references(spec, None)) if n):
+        found = claim_noise(list(names), refs, metric)
+        if found is not None:
+            return found
+        tried.append(missing_note(list(names), refs, metric))
+    return spec.tolerance, "fixed tolerance (1 seed" + "".join(f"; {t}" for t in tried) + ")"
 
 
-def judge_claims(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny") -> pd.DataFrame:
-    """Each claim of the spec on the paper's numbers and ours, with a verdict."""
+def judge_claims(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny",
+                 refs: dict | None = None) -> pd.DataFrame:
+    """Each claim of the spec on the paper's numbers and ours, with a verdict (``refs``: the
+    ``noise_from`` seed noise, see :func:`seed_noise`)."""
     out = []
     implemented = {r.label for r in spec.implemented_rows}
     for c in spec.claims:
@@ -267,7 +261,7 @@ def judge_claims(spec: TableSpec, table: pd.DataFrame, preset: str = "tiny") -> 
         pa, pb = _value(table, c.a, f"paper_{c.metric}"), _value(table, c.b, f"paper_{c.metric}")
         oa, ob = _value(table, c.a, ours_col), _value(table, c.b, ours_col)
         if accuracy:
-            noise, basis = seed_noise(spec, table, c.a, c.b, c.metric)
+            noise, basis = seed_noise(spec, table, c.a, c.b, c.metric, refs, c)
         else:
             noise, basis = spec.cost_tolerance * max(abs(oa), abs(ob)) if not math.isnan(oa + ob) else 0.0, "cost tolerance"
         if c.tolerance is not None and c.tolerance > noise:
@@ -416,6 +410,8 @@ def reproduce_table(spec: str | Path | TableSpec, preset: str = "tiny", seeds: A
     sweep = run_sweep(plan, executor, workers, force=force, via_notebook=via_notebook, log=log) if run else None
     runs = collect_runs(spec, plan)
     table = build_table(spec, runs, collect_costs(spec, plan), preset)
+    # read with the same data folder and overrides, so the noise is of the runs judged here
+    table.attrs["noise_refs"] = load_references(spec, preset, runs_dir, data_root, overrides)
     claims = judge_claims(spec, table, preset)
     saved = save_outputs(spec, table, claims, results_dir, preset, seeds)
     return TableResult(spec, table, claims, saved, preset, sweep, time.time() - t0, runs)
