@@ -14,7 +14,7 @@ from rtinst.cli import main as cli_main
 from rtinst.config import load_config, save_config
 from rtinst.data.build import collate_fn
 from rtinst.engine.checkpoint import save_checkpoint
-from rtinst.engine.compact import COMPACT, FORMAT, read_compact, write_compact
+from rtinst.engine.compact import COMPACT, DEFAULT_MAX_MB, FORMAT, read_compact, write_compact
 from rtinst.engine.restore import load_run
 from rtinst.errors import UserError
 from rtinst.models import build_model
@@ -211,7 +211,7 @@ def test_a_trained_backbone_is_stored_whole(tmp_path):
 def test_committed_compact_checkpoints_are_small():
     files = sorted((REPO / "results" / "runs").glob(f"*/{COMPACT}"))
     sizes = {f.parent.name: f.stat().st_size / 1e6 for f in files}
-    assert all(mb <= 5.0 for mb in sizes.values()), sizes
+    assert all(mb <= DEFAULT_MAX_MB for mb in sizes.values()), sizes
     assert sum(sizes.values()) <= 15.0, sizes
 
 

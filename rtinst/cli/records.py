@@ -73,13 +73,15 @@ def archive_records(args: argparse.Namespace) -> int:
 
 
 def compact_records(args: argparse.Namespace) -> int:
+    from rtinst.engine.compact import DEFAULT_MAX_MB
     from rtinst.harness.analysis_runs import compact_analysis_runs, compact_runs
 
     if not args.runs and not args.analysis:
         raise UserError("rtinst records compact: give run folders or --analysis")
-    report = compact_runs(args.runs, args.max_mb)
+    max_mb = DEFAULT_MAX_MB if args.max_mb is None else args.max_mb
+    report = compact_runs(args.runs, max_mb)
     if args.analysis:
-        report.extend(compact_analysis_runs(args.preset, args.max_mb))
+        report.extend(compact_analysis_runs(args.preset, max_mb))
     for line in report.lines():
         print(line)
     if report.refused:
@@ -125,8 +127,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "float16 (integer buffers exact), without optimizer state, so that rtinst viz and the "
         "analysis notebooks work without the (uncommitted) checkpoint.")
     p.add_argument("runs", nargs="*", metavar="RUN", help="run folders")
-    p.add_argument("--max-mb", type=float, default=5.0,
-                   help="refuse to write a file larger than this many MB (default 5)")
+    p.add_argument("--max-mb", type=float, default=None,
+                   help="refuse to write a file larger than this many MB (default 6: the "
+                   "SparseInst tiny model is 5.6 MB)")
     p.add_argument("--analysis", action="store_true",
                    help="every run of experiments/analysis_runs.yaml whose figure loads a model "
                    "and that has a finished record and a checkpoint; lists the others with the "
