@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rtinst.config import load_config
+from rtinst.config import ConfigError, load_config
 from rtinst.records import config_hash
 from rtinst.models import build_model
 from rtinst.models.necks import PPM
@@ -111,19 +111,36 @@ def _tiny_row_runs() -> dict[str, list[tuple[str, Path]]]:
     return out
 
 
+ARCHIVE = REPO / "results" / "archive"
+
+
 def test_decoder_fix_re_keys_fastinst_runs_only():
-    # The committed tiny sweep has a record for every row. After the fix SparseInst and
-    # YOLACT rows still find theirs (their hashes are unchanged); no FastInst row finds a
-    # record trained with the old decoder (every FastInst hash changed).
-    runs = _tiny_row_runs()
+    # Its map of old -> new run names moved to the archive with the old records: every old
+    # FastInst run it names was archived because its own config now hashes elsewhere; no
+    # SparseInst or YOLACT run is in it, and no current FastInst row finds an old record.
+    import pandas as pd
+
+    tiny = json.loads((ARCHIVE / "rehashed_pixel_decoder_rev2.json").read_text())["rows"]["tiny"]
+    assert tiny
+    for row, names in tiny.items():
+        assert row.startswith("fastinst/"), row
+        assert all(n.startswith("fastinst-tiny-") for n in names.values()), row
+        assert names["old"] != names["new"], row
+    index = pd.read_csv(ARCHIVE / "INDEX.csv").set_index("run")
+    for old in sorted({names["old"] for names in tiny.values()}):
+        assert index.loc[old, "reason"] == "hash mismatch", old
+        run = ARCHIVE / "runs" / old
+        assert "pixel_decoder_revision" not in (run / "config.yaml").read_text(), old  # revision 1
+        recorded = json.loads((run / "record.json").read_text())["config_hash"]
+        assert old.endswith(recorded) and config_hash(load_config(run / "config.yaml")) != recorded, old
+    # The revision is a FastInst field: no other model's config can carry it, so no other
+    # model's hash moved with it (archived SparseInst / YOLACT runs left for other reasons).
     for model in ("sparseinst", "yolact"):
-        missing = [row for row, d in runs[model] if not (d / "record.json").is_file()]
-        assert not missing, f"{model} rows lost their runs: {missing}"
-    for row, d in runs["fastinst"]:
+        with pytest.raises(ConfigError, match="pixel_decoder_revision"):
+            load_config(REPO / f"rtinst/configs/{model}/tiny.yaml", ["model.pixel_decoder_revision=2"])
+    runs = _tiny_row_runs()
+    old_names = {names["old"] for names in tiny.values()}
+    assert not old_names & {d.name for _, d in runs["fastinst"]}  # every FastInst hash changed
+    for row, d in runs["fastinst"]:  # the FastInst runs recorded since: trained with revision 2
         if (d / "config.yaml").is_file():
             assert "pixel_decoder_revision: 2" in (d / "config.yaml").read_text(), row
-    old = [p.parent for p in (REPO / "results/runs").glob("fastinst-*/config.yaml")
-           if "pixel_decoder_revision" not in p.read_text()]
-    for p in old:  # an old record's own config now hashes elsewhere
-        recorded = json.loads((p / "record.json").read_text())["config_hash"]
-        assert config_hash(load_config(p / "config.yaml")) != recorded, p.name
