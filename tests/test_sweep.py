@@ -1,6 +1,5 @@
 """Sweeps with a toy detector: cache reuse, --force, failures, kill -9 resume, executors."""
 
-import fcntl
 import json
 import os
 import signal
@@ -15,7 +14,7 @@ import _sweep_toy as toy
 from rtinst.harness.estimates import estimate
 from rtinst.harness.executors import Executor
 from rtinst.harness.plan import pending_costs, pending_runs, plan_sweep
-from rtinst.harness.runner import execute_run
+from rtinst.harness.runner import execute_run, run_locked
 from rtinst.harness.specs import load_spec
 from rtinst.harness.sweep import run_sweep
 from rtinst.records import RunRecord, read_record, write_record
@@ -94,19 +93,6 @@ if __name__ == "__main__":  # the local pool spawns workers that import this fil
 """
 
 
-def _locked(run_dir):
-    lock = Path(run_dir) / ".lock"
-    if not lock.exists():
-        return False
-    with open(lock) as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
-
-
 def test_kill9_mid_sweep_resumes_without_loss(tmp_path, data_root):
     spec_path = toy.write_fixture(tmp_path / "fx", iters=6, data_root=data_root)
     spec = load_spec(spec_path, ("smoke",))
@@ -138,7 +124,7 @@ def test_kill9_mid_sweep_resumes_without_loss(tmp_path, data_root):
     ckpt_iters = len((Path(killed.run_dir) / "train_log.jsonl").read_text().splitlines())
     assert 1 <= ckpt_iters < 6
     for _ in range(100):  # the orphaned pool worker notices its parent died and exits
-        if not any(_locked(j.run_dir) for j in jobs):
+        if not any(run_locked(j.run_dir) for j in jobs):
             break
         time.sleep(0.1)
     result = run_sweep(plan, executor="inline", via_notebook=False, log=None)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import json
 import shutil
 import subprocess
@@ -34,7 +33,7 @@ import pandas as pd
 from rtinst.config import ConfigError, load_config
 from rtinst.errors import UserError
 from rtinst.harness.plan import plan_sweep
-from rtinst.harness.runner import LOCK_NAME
+from rtinst.harness.runner import run_locked
 from rtinst.harness.specs import EXPERIMENTS_DIR, load_spec, row_base
 from rtinst.io import atomic_path, atomic_write_text
 from rtinst.records import CURVE_NAME, RECORD_NAME, config_hash, read_record
@@ -209,20 +208,6 @@ class ArchiveResult:
         return line + (" (--dry-run: nothing changed)" if self.dry_run else "")
 
 
-def _held(folder: Path) -> bool:
-    """A run being trained holds an exclusive lock on its folder (harness.runner.run_lock)."""
-    lock = folder / LOCK_NAME
-    if not lock.is_file():
-        return False
-    with open(lock) as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
-
-
 def _map_runs(path: Path) -> set[str]:
     try:
         data = json.loads(path.read_text())
@@ -273,7 +258,7 @@ def archive_runs(runs_dir: str | Path, archive_dir: str | Path, dry_run: bool = 
         raise UserError(f"--archive-dir {archive_dir}: not a folder")
     checks = check_runs(runs_dir, specs)
     stale = [c for c in checks if c.stale]
-    busy = [c.name for c in stale if _held(c.path)]
+    busy = [c.name for c in stale if run_locked(c.path)]
     if busy:
         raise UserError(f"{runs_dir}: {', '.join(busy)} being trained (its lock is held); "
                         "archive once the sweep has finished")

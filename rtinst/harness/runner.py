@@ -53,6 +53,20 @@ def run_lock(run_dir: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def run_locked(run_dir: Path) -> bool:
+    """Whether a process holds :func:`run_lock` on ``run_dir`` now (a run being trained)."""
+    lock = Path(run_dir) / LOCK_NAME
+    if not lock.is_file():
+        return False
+    with open(lock) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
 def _clear_run(run_dir: Path) -> None:
     for p in run_dir.iterdir():
         if p.name == LOCK_NAME:
