@@ -1,6 +1,6 @@
 """Tiny-scale trials: one entry per trained run, appended to
 ``results/benchmarks/tiny_scale_trials.json`` (atomically), so the search for a tiny scale on
-which every model learns (issue 26) keeps every measurement behind its conclusion.
+which every model learns keeps every measurement behind its conclusion.
 
     rtinst data synthetic --out /tmp/tiny/easy --difficulty easy
     rtinst train --config rtinst/configs/sparseinst/tiny.yaml -o data.dataset=coco \\
@@ -95,7 +95,7 @@ def append_trial(entry: dict[str, Any], out: Path = OUT) -> None:
     trials = json.loads(out.read_text())["trials"] if out.is_file() else []
     trials = [t for t in trials if t["name"] != entry["name"]] + [entry]  # re-recording replaces
     atomic_write_json(out, {
-        "what": "tiny-scale trials (issue 26): synthetic data level x model preset overrides -> "
+        "what": "tiny-scale trials: synthetic data level x model preset overrides -> "
                 "mask AP on the set's own val split, SparseInst IAM focus; this 2-core CPU",
         "trials": trials})
 
