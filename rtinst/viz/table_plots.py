@@ -236,6 +236,9 @@ def save_table_figure(result: TableResult) -> Path | None:
     return result.figure
 
 
+ADJUST_ITERATIONS = 1000
+
+
 def _labelled_scatter(ax, xs, ys, labels, **style) -> None:
     """Points with their row labels, moved apart by adjustText so none overlap."""
     from adjustText import adjust_text
@@ -243,8 +246,10 @@ def _labelled_scatter(ax, xs, ys, labels, **style) -> None:
     ax.scatter(xs, ys, **style)
     texts = [ax.text(x, y, str(label), fontsize=6) for x, y, label in zip(xs, ys, labels)]
     if texts:
+        # an iteration budget, not adjustText's default 1-second one: the same table draws
+        # the same figure on a busy machine
         adjust_text(texts, x=np.asarray(xs, float), y=np.asarray(ys, float), ax=ax,
-                    arrowprops=dict(arrowstyle="-", color="0.5", lw=0.5))
+                    iter_lim=ADJUST_ITERATIONS, arrowprops=dict(arrowstyle="-", color="0.5", lw=0.5))
 
 
 def _speed_accuracy_panels(axes, t: pd.DataFrame, x: str, y: str, preset: str, paper_label: str):
