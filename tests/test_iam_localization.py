@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rtinst.cli import main
-from rtinst.diagnostics.iam_localization import (active_groups, focused_group, iam_weights,
+from rtinst.diagnostics.iam_localization import (ACTIVE_PEAK, active_groups, candidate_threshold,
+                                                 focused_group, iam_weights,
                                                  localization_stats,
                                                  true_positive_matches, true_positive_stats)
 
@@ -155,3 +156,14 @@ def test_cli_measures_a_trained_sparseinst_run_and_refuses_other_models(tmp_path
     run_training(yolact, tmp_path / "yolact", progress=False)
     assert main(["bench", "iam", "--run", str(tmp_path / "yolact")]) == 2
     assert "needs a SparseInst run" in capsys.readouterr().err
+
+
+def test_only_sigmoid_iams_restrict_the_candidates_to_groups_that_switch_on():
+    from dataclasses import replace
+
+    from rtinst.config import SparseInstConfig
+
+    cfg = SparseInstConfig()
+    assert candidate_threshold(cfg) == ACTIVE_PEAK == 0.5
+    assert candidate_threshold(replace(cfg, iam_activation="softmax")) is None
+    assert candidate_threshold(replace(cfg, instance_head="cross_attention")) is None

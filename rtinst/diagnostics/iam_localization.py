@@ -76,6 +76,14 @@ def active_groups(iam: torch.Tensor, threshold: float | None = ACTIVE_PEAK) -> t
     return torch.where(on.any(1, keepdim=True), on, top)
 
 
+def candidate_threshold(model_cfg) -> float | None:
+    """:func:`active_groups`' threshold for a SparseInst config: sigmoid IAMs can be off
+    (:data:`ACTIVE_PEAK`); softmax maps and cross-attention weights are distributions by
+    construction (None: every group is a candidate)."""
+    sigmoid = model_cfg.instance_head == "iam" and model_cfg.iam_activation == "sigmoid"
+    return ACTIVE_PEAK if sigmoid else None
+
+
 def focused_group(iam: torch.Tensor, threshold: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, G, h, w) maps -> the most concentrated candidate group of each instance (see
     :func:`active_groups`), normalised to sum 1, (N, h, w), and its index (N,). Concentrated =
@@ -234,10 +242,8 @@ def iam_localization(run_dir: str | Path, checkpoint: str | None = None, train_i
     fit = matched_instances(run.model, deterministic_train_set(run.cfg.data), collate, train_images)
     val = matched_instances(run.model, run.val_set, collate, val_images)
     probe = fit_linear(fit["z"], fit["labels"])(val["z"]) == val["labels"]
-    # sigmoid maps can be off; softmax and attention maps are distributions (every group a candidate)
-    sigmoid = run.cfg.model.instance_head == "iam" and run.cfg.model.iam_activation == "sigmoid"
     tp = true_positive_instances(run.model, run.val_set, collate, val_images,
-                                 threshold=ACTIVE_PEAK if sigmoid else None)
+                                 threshold=candidate_threshold(run.cfg.model))
     counts = torch.bincount(val["labels"], minlength=run.cfg.model.num_classes)
     return {
         "what": "SparseInst IAM localization: matched predictions' maps vs their GT objects, and "
