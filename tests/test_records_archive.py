@@ -180,7 +180,7 @@ def test_index_names_the_commit_that_still_holds_the_whole_folder(tmp_path, runs
     assert git(tmp_path, "show", f"{head}:runs/{runs['no_row'].name}/run.ipynb") == "{}"
     assert df.loc[fresh.name, "git_commit"] == ""  # never committed: its notebook is gone
     assert result.not_in_git == [fresh.name] and "1 not committed at HEAD" in result.summary()
-    assert "git show <git_commit>:runs/<run>/run.ipynb" in (tmp_path / "archive" / "README.md").read_text()
+    assert "git show <git_commit>:runs/<run>/train_log.jsonl" in (tmp_path / "archive" / "README.md").read_text()
 
 
 def test_a_rehash_map_follows_its_runs_once_none_is_left(tmp_path, runs):

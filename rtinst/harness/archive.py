@@ -56,7 +56,7 @@ README_TEXT = """\
 
 Run folders that no current config or spec row matches any more: each keeps its record.json and config.yaml (and curve.json) here.
 INDEX.csv lists them (why each was archived, its mask AP, when), with `git_commit`, the commit whose tree still holds the whole folder:
-`git show <git_commit>:{runs}/<run>/run.ipynb` (also train_log.jsonl, the figures).
+`git show <git_commit>:{runs}/<run>/train_log.jsonl` (also the figures, and run.ipynb where it was committed).
 No table, figure, sweep or notebook reads this folder: runs are found by config hash under {runs}/ only.
 Written by `rtinst records archive`; rehash maps (old -> new run names) of archived runs are kept beside this file.
 """
