@@ -8,7 +8,8 @@ import pytest
 from rtinst import paths
 from rtinst.errors import UserError
 from rtinst.harness.params import parse_overrides
-from rtinst.harness.specs import find_spec, resolve_base_config
+from rtinst.harness.specs import find_spec
+from rtinst.harness.table_spec import resolve_base_config
 
 REPO = Path(__file__).resolve().parents[1]
 
