@@ -61,7 +61,7 @@ def test_base_configs_resolve_from_another_folder(elsewhere):
 
 
 def test_data_root_resolves_against_the_root(elsewhere):
-    from rtinst.config import DataConfig
+    from rtinst.config_schema import DataConfig
     from rtinst.data.build import split_paths
 
     ann, images = split_paths(DataConfig(root="data/synthetic"), "val")

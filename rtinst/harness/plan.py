@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Iterable
 
 from rtinst import paths
-from rtinst.config import ConfigError, DataConfig, RunConfig
+from rtinst.config import ConfigError
+from rtinst.config_schema import DataConfig, RunConfig
 from rtinst.data.difficulty import DEFAULT_DIFFICULTY, DIFFICULTIES, config_difficulty
 from rtinst.errors import UserError
 from rtinst.harness.costs import breakdown_missing, cost_key, latency_missing, read_cost, timing_device

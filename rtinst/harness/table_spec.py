@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from rtinst import paths
-from rtinst.config import (ConfigError, RunConfig, apply_overrides, from_dict, load_config,
-                           parse_override, to_dict)
+from rtinst.config import (ConfigError, apply_overrides, from_dict, load_config, parse_override,
+                           to_dict)
+from rtinst.config_schema import RunConfig
 from rtinst.harness.paper_tables import read_paper_csv
 
 
