@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from rtinst.config import RunConfig, step_iterations
+from rtinst.config_schema import RunConfig, step_iterations
 from rtinst.errors import UserError
 
 OFFICIAL_RECIPES = Path(__file__).parent / "configs" / "official_recipes.yaml"

@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from rtinst.config import BackboneConfig, to_dict
+from rtinst.config import to_dict
+from rtinst.config_schema import BackboneConfig
 from rtinst.errors import UserError
 from rtinst.io import atomic_write_json
 from rtinst.provenance import provenance

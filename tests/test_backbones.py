@@ -6,7 +6,7 @@ import torchvision
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from rtinst.config import BackboneConfig
+from rtinst.config_schema import BackboneConfig
 from rtinst.errors import UserError
 from rtinst.models.backbones import (
     TIMM_RESNET_D,
@@ -247,7 +247,7 @@ def test_tiny_backbone_shapes():
 
 
 def _train_steps(backbone, steps: int = 2) -> None:
-    from rtinst.config import TrainConfig
+    from rtinst.config_schema import TrainConfig
     from rtinst.engine.optim import build_optimizer
 
     optimizer = build_optimizer(backbone, TrainConfig(lr=0.1, weight_decay=0.1))

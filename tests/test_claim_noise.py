@@ -9,7 +9,8 @@ import pytest
 from rtinst.config import save_config, to_dict
 from rtinst.harness import tables
 from rtinst.harness.claim_noise import load_references, reference_noise
-from rtinst.harness.specs import SpecError, load_spec, row_config
+from rtinst.harness.specs import SpecError, load_spec
+from rtinst.harness.table_spec import row_config
 from rtinst.records import RunRecord, config_hash, run_dir_for, write_record
 
 NOISE_A = """\

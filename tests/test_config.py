@@ -5,20 +5,9 @@ import sys
 
 import pytest
 
-from rtinst.config import (
-    ConfigError,
-    FastInstConfig,
-    RunConfig,
-    SparseInstConfig,
-    YolactConfig,
-    apply_overrides,
-    from_dict,
-    load_config,
-    parse_override,
-    save_config,
-    to_dict,
-    to_yaml,
-)
+from rtinst.config import (ConfigError, apply_overrides, from_dict, load_config, parse_override,
+                           save_config, to_dict, to_yaml)
+from rtinst.config_schema import FastInstConfig, RunConfig, SparseInstConfig, YolactConfig
 from rtinst.records import config_hash
 
 

@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from rtinst.config import ConfigError, DataConfig, YolactConfig, load_config
+from rtinst.config import ConfigError, load_config
+from rtinst.config_schema import DataConfig, YolactConfig
 from rtinst.records import config_hash
 from rtinst.data.augment import (
     DiscardSmallBoxes,

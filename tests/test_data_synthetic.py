@@ -13,7 +13,8 @@ from pycocotools.coco import COCO
 
 from rtinst.data.stats import dataset_statistics, format_statistics
 from rtinst.data.segmentation import mask_to_polygons, rle_counts
-from rtinst.data.synthetic import CATEGORIES, generate_synthetic
+from rtinst.data.synthetic import generate_synthetic
+from rtinst.data.synthetic_draw import CATEGORIES
 from rtinst.errors import UserError
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from rtinst.config import TrainConfig
+from rtinst.config_schema import TrainConfig
 from rtinst.engine.loop import SeededBatchSampler, TrainingDiverged, train_loop
 from rtinst.engine.optim import build_optimizer, lr_factor, milestones
 

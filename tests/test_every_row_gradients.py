@@ -16,7 +16,8 @@ import torch
 from rtinst.records import config_hash
 from rtinst.data.build import build_dataset, collate_fn
 from rtinst.models import build_model
-from rtinst.harness.specs import load_specs, row_config, trained_row
+from rtinst.harness.specs import load_specs
+from rtinst.harness.table_spec import row_config, trained_row
 
 
 def _rows(data_root) -> dict[str, tuple[str, object]]:

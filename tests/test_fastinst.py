@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rtinst.config import BackboneConfig, FastInstConfig, load_config
+from rtinst.config import load_config
+from rtinst.config_schema import BackboneConfig, FastInstConfig
 from rtinst.models import build_model
 from rtinst.models.fastinst import FastInst, select_ia_queries
 from rtinst.models.fastinst_loss import FastInstCriterion, cell_centres_inside

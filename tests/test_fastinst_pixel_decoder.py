@@ -100,7 +100,8 @@ def test_paper_scale_parameters_equal_the_official_models():
 def _tiny_row_runs() -> dict[str, list[tuple[str, Path]]]:
     """model -> [(row, its run folder at the tiny preset)] over every implemented table row."""
     from rtinst.records import run_dir_for
-    from rtinst.harness.specs import load_specs, row_config, trained_row
+    from rtinst.harness.specs import load_specs
+    from rtinst.harness.table_spec import row_config, trained_row
 
     out: dict[str, list[tuple[str, Path]]] = {}
     for spec in load_specs(presets=("tiny",)):

@@ -161,7 +161,7 @@ def test_cli_measures_a_trained_sparseinst_run_and_refuses_other_models(tmp_path
 def test_only_sigmoid_iams_restrict_the_candidates_to_groups_that_switch_on():
     from dataclasses import replace
 
-    from rtinst.config import SparseInstConfig
+    from rtinst.config_schema import SparseInstConfig
 
     cfg = SparseInstConfig()
     assert candidate_threshold(cfg) == ACTIVE_PEAK == 0.5

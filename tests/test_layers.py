@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and the ones below):
 
-    config (config, errors, io, paths, provenance)
+    config (config, config_schema, errors, io, paths, provenance)
     <- data / models / ops (the model library)
     <- records (run records and run identity, which the engine writes and reads)
     <- engine
@@ -29,6 +29,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "rtinst"
 LAYERS = {
     "rtinst": (0, "config"),  # the package's own __init__ (__version__) only
     "rtinst.config": (0, "config"),
+    "rtinst.config_schema": (0, "config"),
     "rtinst.errors": (0, "config"),
     "rtinst.io": (0, "config"),
     "rtinst.provenance": (0, "config"),

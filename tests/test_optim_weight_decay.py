@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from rtinst.config import TrainConfig, load_config
+from rtinst.config import load_config
+from rtinst.config_schema import TrainConfig
 from rtinst.records import config_hash
 from rtinst.engine.optim import build_optimizer, param_groups
 from rtinst.models import build_model

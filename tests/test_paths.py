@@ -8,7 +8,8 @@ import pytest
 from rtinst import paths
 from rtinst.errors import UserError
 from rtinst.harness.params import parse_overrides
-from rtinst.harness.specs import find_spec, resolve_base_config
+from rtinst.harness.specs import find_spec
+from rtinst.harness.table_spec import resolve_base_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,7 @@ def test_base_configs_resolve_from_another_folder(elsewhere):
 
 
 def test_data_root_resolves_against_the_root(elsewhere):
-    from rtinst.config import DataConfig
+    from rtinst.config_schema import DataConfig
     from rtinst.data.build import split_paths
 
     ann, images = split_paths(DataConfig(root="data/synthetic"), "val")

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from rtinst.config import BackboneConfig
+from rtinst.config_schema import BackboneConfig
 from rtinst.data.coco import CocoInstanceDataset
 from rtinst.diagnostics.pretrain import (CropScale, CropSource, ObjectHeads, ObjectMasks, PretrainConfig,
                                    object_step_inputs, pretrain)

@@ -15,7 +15,8 @@ from rtinst.errors import UserError
 from rtinst.harness import tables
 from rtinst.harness.archive import INDEX_COLUMNS, archive_runs, check_runs
 from rtinst.harness.plan import plan_sweep
-from rtinst.harness.specs import load_spec, row_config
+from rtinst.harness.specs import load_spec
+from rtinst.harness.table_spec import row_config
 from rtinst.records import RunRecord, config_hash, load_records, run_dir_for, write_record
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 
 A run folder is ``<model>-<preset>-<config hash>``; the sweep finds a cached run by that
 name. A new config field that changed the hash of existing configs (see ``HASHED_IF_SET`` in
-rtinst/config.py) or a change to :func:`rtinst.records.config_hash` would silently orphan
+rtinst/config_schema.py) or a change to :func:`rtinst.records.config_hash` would silently orphan
 every committed record, and the next ``rtinst reproduce`` would retrain them all.
 """
 

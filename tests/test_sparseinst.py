@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torchvision.ops import DeformConv2d
 
-from rtinst.config import BackboneConfig, SparseInstConfig, load_config
+from rtinst.config import load_config
+from rtinst.config_schema import BackboneConfig, SparseInstConfig
 from rtinst.errors import UserError
 from rtinst.models import build_model
 from rtinst.models.backbones import DeformConv2d as BackboneDCN

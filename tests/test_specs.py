@@ -11,10 +11,8 @@ from rtinst.cli import main
 from rtinst.config import load_config
 from rtinst.harness.paper_tables import PaperTableError, paper_tables_dir
 from rtinst.harness.plan import plan_sweep
-from rtinst.harness.specs import (
-    REPO_ROOT, SpecError, find_spec, list_specs, load_spec, load_specs,
-    row_base, row_config, row_overrides,
-)
+from rtinst.harness.specs import REPO_ROOT, SpecError, find_spec, list_specs, load_spec, load_specs
+from rtinst.harness.table_spec import row_base, row_config, row_overrides
 from rtinst.records import config_hash
 
 GOOD = """\

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from rtinst.harness import tables
-from rtinst.harness.specs import load_spec, resolve_base_config
+from rtinst.harness.specs import load_spec
+from rtinst.harness.table_spec import resolve_base_config
 from rtinst.viz.table_plots import save_table_figure
 
 REPO = Path(__file__).resolve().parents[1]

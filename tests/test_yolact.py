@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 import rtinst.ops.nms as nms_module
-from rtinst.config import BackboneConfig, YolactConfig, load_config
+from rtinst.config import load_config
+from rtinst.config_schema import BackboneConfig, YolactConfig
 from rtinst.data.transforms import masks_to_boxes
 from rtinst.engine.optim import build_optimizer, build_scheduler
 from rtinst.models import build_model

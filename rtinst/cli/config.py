@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from rtinst.config import ConfigError, RunConfig, load_config, to_yaml
+from rtinst.config import ConfigError, load_config, to_yaml
+from rtinst.config_schema import RunConfig
 from rtinst.data.difficulty import config_difficulty
 from rtinst.recipe import DIFF, OFFICIAL_RECIPES, check_recipe, format_recipe
 from rtinst.records import config_hash

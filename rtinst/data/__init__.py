@@ -11,7 +11,7 @@ from typing import Any
 
 _EXPORTS = {
     "generate_synthetic": "rtinst.data.synthetic",
-    "CATEGORIES": "rtinst.data.synthetic",
+    "CATEGORIES": "rtinst.data.synthetic_draw",
     "CocoInstanceDataset": "rtinst.data.coco",
     "decode_segmentation": "rtinst.data.coco",
     "Batch": "rtinst.data.transforms",

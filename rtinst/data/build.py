@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from rtinst import paths
-from rtinst.config import ConfigError, DataConfig
+from rtinst.config import ConfigError
+from rtinst.config_schema import DataConfig
 from rtinst.data.augment import DiscardSmallBoxes, SplitCrowd, ssd_augmentation
 from rtinst.data.coco import CocoInstanceDataset
 from rtinst.data.difficulty import DEFAULT_DIFFICULTY, DIFFICULTIES, config_difficulty

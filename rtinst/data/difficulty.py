@@ -19,11 +19,12 @@ class Difficulty:
 
     ``objects``: objects planned per image, uniform in [min, max] (a same-class partner and a
     crowd region may add one each; rejected placements remove some). ``object_size``: None
-    for the COCO-like area mixture (``rtinst.data.synthetic.AREA_MIXTURE``), else the range of sqrt(area) in
-    pixels at the stored size, sampled log-uniformly. ``textures``: the object textures drawn
-    from. ``clutter``: the background, ``full`` (smooth colour field, faint texture, blobs,
-    lines and scribbles), ``light`` (the smooth field and faint texture only) or ``none`` (one
-    flat colour); every level adds pixel noise. ``size``: the long image edge.
+    for the COCO-like area mixture (``rtinst.data.synthetic_draw.AREA_MIXTURE``), else the
+    range of sqrt(area) in pixels at the stored size, sampled log-uniformly. ``textures``: the
+    object textures drawn from. ``clutter``: the background, ``full`` (smooth colour field,
+    faint texture, blobs, lines and scribbles), ``light`` (the smooth field and faint texture
+    only) or ``none`` (one flat colour); every level adds pixel noise. ``size``: the long
+    image edge.
     ``pair_probability``: chance that an image holds a touching same-class pair;
     ``crowd_probability``: chance of an ``iscrowd=1`` cluster; ``occlusion``: False rejects
     any placement that would overlap an object already placed (a crowd region included).

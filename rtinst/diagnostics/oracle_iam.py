@@ -27,7 +27,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from rtinst.config import RunConfig
+from rtinst.config_schema import RunConfig
 from rtinst.data.build import build_dataset, collate_fn
 from rtinst.engine.loop import train_loop
 from rtinst.engine.train import evaluate_run, resolve_device, seed_everything

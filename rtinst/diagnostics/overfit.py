@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
-from rtinst.config import RunConfig
+from rtinst.config_schema import RunConfig
 from rtinst.data.build import build_transforms, collate_fn, ensure_synthetic, split_paths
 from rtinst.data.coco import CocoInstanceDataset
 from rtinst.engine.evaluate import evaluate_segm

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from rtinst.config import BackboneConfig, DataConfig
+from rtinst.config_schema import BackboneConfig, DataConfig
 from rtinst.errors import UserError, did_you_mean
 from rtinst.ops.mask_pool import mask_pool
 

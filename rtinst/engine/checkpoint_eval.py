@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from rtinst.config import RunConfig, save_config
+from rtinst.config import save_config
+from rtinst.config_schema import RunConfig
 from rtinst.data.build import build_dataset, collate_fn
 from rtinst.engine.checkpoint import load_checkpoint
 from rtinst.engine.compact import FORMAT as COMPACT_FORMAT, read_compact

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from rtinst import paths
-from rtinst.config import BackboneConfig, load_config
+from rtinst.config import load_config
+from rtinst.config_schema import BackboneConfig
 from rtinst.engine.checkpoint import LAST, load_checkpoint
 from rtinst.errors import UserError
 from rtinst.io import atomic_path, file_sha256

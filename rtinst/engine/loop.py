@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from rtinst.config import TrainConfig
+from rtinst.config_schema import TrainConfig
 from rtinst.engine.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rtinst.engine.optim import build_optimizer, build_scheduler
 from rtinst.errors import UserError

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rtinst.config import TrainConfig, step_iterations
+from rtinst.config_schema import TrainConfig, step_iterations
 from rtinst.errors import UserError, did_you_mean
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from rtinst import paths
-from rtinst.config import RunConfig, load_config
+from rtinst.config import load_config
+from rtinst.config_schema import RunConfig
 from rtinst.data.build import build_dataset
 from rtinst.data.coco import CocoInstanceDataset
 from rtinst.engine.compact import COMPACT, last_checkpoint, load_weights, run_weights

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtinst.config import RunConfig, save_config
+from rtinst.config import save_config
+from rtinst.config_schema import RunConfig
 from rtinst.data.build import build_dataset, collate_fn
 from rtinst.engine.evaluate import METRIC_KEYS, evaluate_segm, write_results
 from rtinst.engine.inference import predict_coco

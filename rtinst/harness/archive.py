@@ -34,7 +34,8 @@ from rtinst.config import ConfigError, load_config
 from rtinst.errors import UserError
 from rtinst.harness.plan import plan_sweep
 from rtinst.harness.runner import run_locked
-from rtinst.harness.specs import EXPERIMENTS_DIR, load_spec, row_base
+from rtinst.harness.specs import EXPERIMENTS_DIR, load_spec
+from rtinst.harness.table_spec import row_base
 from rtinst.io import atomic_path, atomic_write_text
 from rtinst.records import CURVE_NAME, RECORD_NAME, config_hash, read_record
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from rtinst import paths
 from rtinst.errors import UserError
 from rtinst.harness.plan import plan_sweep
-from rtinst.harness.specs import ACCURACY_METRICS, ClaimSpec, SpecError, TableSpec, find_spec, load_spec, row_config
+from rtinst.harness.specs import ACCURACY_METRICS, SpecError, find_spec, load_spec
+from rtinst.harness.table_spec import ClaimSpec, TableSpec, row_config
 from rtinst.harness.table_runs import collect_runs, metric_values
 from rtinst.records import RECORD_NAME, read_record
 

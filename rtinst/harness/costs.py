@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from rtinst.config import RunConfig
+from rtinst.config_schema import RunConfig
 from rtinst.harness.external import build_detector
 from rtinst.io import atomic_write_json, remove_stale_tmp
 from rtinst.records import config_hash

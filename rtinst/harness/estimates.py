@@ -38,7 +38,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtinst.config import RunConfig, from_dict
+from rtinst.config import from_dict
+from rtinst.config_schema import RunConfig
 from rtinst.errors import UserError
 from rtinst.harness.costs import DEFAULT_COST_SECONDS, cost_key, read_cost
 from rtinst.harness.plan import CostJob, Plan, RunJob

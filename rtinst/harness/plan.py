@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Iterable
 
 from rtinst import paths
-from rtinst.config import ConfigError, DataConfig, RunConfig
+from rtinst.config import ConfigError
+from rtinst.config_schema import DataConfig, RunConfig
 from rtinst.data.difficulty import DEFAULT_DIFFICULTY, DIFFICULTIES, config_difficulty
 from rtinst.errors import UserError
 from rtinst.harness.costs import breakdown_missing, cost_key, latency_missing, read_cost, timing_device
 from rtinst.harness.runner import run_status
-from rtinst.harness.specs import SpecError, TableSpec, cost_size, row_base, row_config, row_overrides, trained_row
+from rtinst.harness.specs import SpecError
+from rtinst.harness.table_spec import TableSpec, cost_size, row_base, row_config, row_overrides, trained_row
 from rtinst.records import config_hash, run_dir_for
 
 

@@ -47,25 +47,25 @@ paper's claim). Its rows carry no ``match`` / ``paper_row``, and the plot's ``x`
 
 Every problem - an unknown key, a paper row that does not exist, an override of a config
 field that does not exist - is a one-line :class:`SpecError` naming the spec file and row.
+This module reads and checks spec files; the spec they become, and what its rows resolve to
+(configs, base files, cost sizes, plot values), is :mod:`rtinst.harness.table_spec`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 
-from rtinst.config import (ConfigError, RunConfig, apply_overrides, from_dict, load_config,
-                           parse_override, to_dict)
 from rtinst import paths
+from rtinst.config import ConfigError, apply_overrides, from_dict
 from rtinst.errors import UserError, did_you_mean
 from rtinst.harness.paper_tables import read_paper_csv
+from rtinst.harness.table_spec import (ClaimSpec, RowSpec, TableSpec, base_config_data, row_base,
+                                       row_config, row_values)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # rtinst/
 REPO_ROOT = PACKAGE_DIR.parent
@@ -98,105 +98,7 @@ class SpecError(UserError):
     """A spec is invalid; the one-line message names the spec file (and the row)."""
 
 
-@dataclass
-class ClaimSpec:
-    """A paper claim as a comparison of two rows on one metric: ``a op b``."""
-
-    metric: str
-    a: str
-    op: str
-    b: str
-    text: str = ""
-    tolerance: float | None = None  # overrides the spec's noise floor for this claim
-    # one or two seed-noise specs (a claim across two models): this claim's noise source
-    noise_from: list[str] | None = None
-
-
-@dataclass
-class RowSpec:
-    label: str
-    match: dict[str, Any] = field(default_factory=dict)
-    paper_row: int | None = None  # resolved CSV row index (from match when not given)
-    overrides: list[str] = field(default_factory=list)
-    paper_scale_overrides: list[str] = field(default_factory=list)
-    model: str | None = None
-    eval_of: str | None = None
-    implemented: bool = True
-    note: str = ""
-    cost_input_size: list[int] | None = None
-
-
-@dataclass
-class TableSpec:
-    paper: str
-    table: str
-    title: str
-    model: str
-    rows: list[RowSpec]
-    paper_csv: str | None = None  # None: an own ablation, no paper numbers
-    metrics: list[str] = field(default_factory=lambda: ["ap"])
-    cost_metrics: list[str] = field(default_factory=lambda: ["gflops", "params_m"])
-    paper_cost_columns: list[str] = field(default_factory=list)
-    cost_input_size: list[int] = field(default_factory=lambda: [640, 864])
-    base_config: str = "rtinst/configs/{model}/{preset}.yaml"
-    overrides: list[str] = field(default_factory=list)
-    paper_scale_overrides: list[str] = field(default_factory=list)
-    baseline: str | None = None
-    claims: list[ClaimSpec] = field(default_factory=list)
-    plot: dict[str, Any] = field(default_factory=dict)
-    tolerance: float = 0.5  # AP points: the noise floor when there is one seed
-    # a seed-noise spec whose baseline runs give the one-seed noise floor (claim_noise)
-    noise_from: str | None = None
-    # AP points: a row scoring below this has not learned at the preset, so no accuracy claim
-    # on it can be judged (a chance-level model "beats" nothing and "equals" everything)
-    learned_floor: float = 1.0
-    cost_tolerance: float = 0.01  # relative: cost columns are deterministic
-    notes: str = ""
-    path: Path | None = None
-    # line numbers of the spec file's entries, e.g. ("rows", 2, "overrides", 0) -> 17
-    lines: dict[tuple, int] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def id(self) -> str:
-        return f"{self.paper}/{self.table}"
-
-    def row(self, label: str) -> RowSpec:
-        for r in self.rows:
-            if r.label == label:
-                return r
-        raise KeyError(label)
-
-    @property
-    def implemented_rows(self) -> list[RowSpec]:
-        return [r for r in self.rows if r.implemented]
-
-    def where(self, row: RowSpec | None = None, *keys: Any) -> str:
-        """``file:line: row 'label'`` for messages; ``keys`` below the row (or the top level,
-        without a row) name the entry, e.g. ``where(row, "overrides", 1)``; the line is that of
-        the deepest entry the file has."""
-        loc = _display(self.path) if self.path else self.id
-        path = (("rows", self.rows.index(row)) if row is not None and row in self.rows else ()) + keys
-        while path and path not in self.lines:
-            path = path[:-1]
-        if path:
-            loc += f":{self.lines[path]}"
-        return f"{loc}: row {row.label!r}" if row is not None else loc
-
-
-# ----------------------------------------------------------------------------- paths
-
-
-def _display(path: Path) -> str:
-    return paths.display(path)
-
-
-def resolve_base_config(template: str, model: str, preset: str) -> Path:
-    """The base config file: ``rtinst/...`` inside the package, other relative paths by the
-    rule of :mod:`rtinst.paths` (never the current folder of a notebook's kernel)."""
-    rel = template.format(model=model, preset=preset)
-    if not Path(rel).is_absolute() and rel.startswith("rtinst/"):
-        return paths.PACKAGE_DIR.parent / rel
-    return paths.resolve(rel)
+# ----------------------------------------------------------------------------- spec files
 
 
 def list_specs(root: Path = EXPERIMENTS_DIR) -> list[Path]:
@@ -303,7 +205,7 @@ def _parse_row(data: Any, where: str) -> RowSpec:
 
 def parse_spec(data: Any, path: Path | None = None) -> TableSpec:
     """Build a TableSpec from plain data (keys and row references checked, configs not)."""
-    where = _display(path) if path else "spec"
+    where = paths.display(path) if path else "spec"
     if not isinstance(data, dict):
         raise SpecError(f"{where}: expected a mapping at the top level")
     _check_keys(data, TableSpec, where)
@@ -442,27 +344,6 @@ def _validate_own_plot(spec: TableSpec) -> None:
                                 f"that this row's overrides set (e.g. {key}=...)")
 
 
-def row_values(spec: TableSpec, rows: list[RowSpec], column: str) -> list[Any]:
-    """Each row's value of ``column`` for plots: the paper CSV's cell, or in an own ablation
-    the value that the spec's and the row's overrides give the config key ``column``
-    (None when they do not set it)."""
-    if spec.paper_csv is not None:
-        csv = read_paper_csv(spec.paper_csv)
-        return [csv.at[row.paper_row, column] for row in rows]
-    return [_override_value(list(spec.overrides) + list(row.overrides), column) for row in rows]
-
-
-def _override_value(overrides: list[str], key: str) -> Any:
-    value = None
-    for text in overrides:
-        try:
-            keys, v = parse_override(text)
-        except ConfigError:
-            continue  # a malformed override is reported by validate_configs, naming the row
-        if ".".join(keys) == key:
-            value = v
-    return value
-
 
 def _check_claim_against_paper(spec: TableSpec, c: ClaimSpec, csv: pd.DataFrame, text: str) -> None:
     """A claim must hold in the paper's own numbers (when the paper prints them)."""
@@ -492,15 +373,15 @@ def _config_error(spec: TableSpec, row: RowSpec, preset: str, error: ConfigError
     file named after it), else at the row."""
     base = row_base(spec, row, preset)
     if base.is_file():
-        data = json.loads(_base_data(str(base), base.stat().st_mtime))
+        data = base_config_data(base)
         for text, keys in _override_sources(spec, row, preset):
             try:
                 from_dict(apply_overrides(data, [text]))
             except ConfigError as e:
-                loc = _display(spec.path) if spec.path else spec.id
+                loc = paths.display(spec.path) if spec.path else spec.id
                 line = f":{spec.lines[keys]}" if keys in spec.lines else ""
                 return SpecError(f"{loc}{line}: row {row.label!r}: override '{text}': {e} "
-                                 f"(on {_display(base)})")
+                                 f"(on {paths.display(base)})")
     return SpecError(f"{spec.where(row)}: {error}")
 
 
@@ -542,7 +423,7 @@ def load_spec(path: str | Path, presets: tuple[str, ...] = ("coco",)) -> TableSp
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark else ""
-        raise SpecError(f"{_display(path)}: invalid YAML{at}: {getattr(e, 'problem', e)}") from None
+        raise SpecError(f"{paths.display(path)}: invalid YAML{at}: {getattr(e, 'problem', e)}") from None
     finally:
         loader.dispose()
     spec = parse_spec(data, path)
@@ -557,49 +438,3 @@ def load_specs(names: list[str] | None = None, presets: tuple[str, ...] = ("coco
     """All specs (or the named ones), every one validated before the caller runs anything."""
     paths = [find_spec(n) for n in names] if names else list_specs()
     return [load_spec(p, presets) for p in paths]
-
-
-# ----------------------------------------------------------------------------- configs
-
-
-def row_overrides(spec: TableSpec, row: RowSpec, preset: str) -> list[str]:
-    """Overrides of a row at a preset: spec-wide, the row's, and paper-scale ones at coco."""
-    out = list(spec.overrides) + list(row.overrides)
-    if preset == "coco":
-        out += spec.paper_scale_overrides + row.paper_scale_overrides
-    return out
-
-
-def row_base(spec: TableSpec, row: RowSpec, preset: str) -> Path:
-    return resolve_base_config(spec.base_config, row.model or spec.model, preset)
-
-
-@functools.lru_cache(maxsize=32)
-def _base_data(path: str, mtime: float) -> str:
-    return json.dumps(to_dict(load_config(path)))
-
-
-def cached_load_config(path: Path, overrides: list[str]) -> RunConfig:
-    """``load_config(path, overrides)``, with the YAML chain of ``path`` read once."""
-    if not path.is_file():
-        return load_config(path, overrides)  # its error names the file
-    data = json.loads(_base_data(str(path), path.stat().st_mtime))
-    try:
-        return from_dict(apply_overrides(data, overrides))
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-
-
-def row_config(spec: TableSpec, row: RowSpec, preset: str,
-               extra: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    return cached_load_config(row_base(spec, row, preset), row_overrides(spec, row, preset) + list(extra))
-
-
-def trained_row(spec: TableSpec, row: RowSpec) -> RowSpec:
-    """The row whose trained model ``row`` is evaluated with (itself unless eval-only)."""
-    return spec.row(row.eval_of) if row.eval_of else row
-
-
-def cost_size(spec: TableSpec, row: RowSpec) -> tuple[int, int]:
-    h, w = row.cost_input_size or spec.cost_input_size
-    return int(h), int(w)

@@ -99,7 +99,7 @@ def check_datasets(todo: list[RunJob]) -> None:
     from rtinst.data.build import split_paths
     from rtinst.data.validate import validate_coco
     from rtinst.errors import UserError
-    from rtinst.harness.specs import cached_load_config
+    from rtinst.harness.table_spec import cached_load_config
 
     seen: set[tuple[Path, Path]] = set()
     for job in todo:

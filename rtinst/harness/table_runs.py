@@ -11,7 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from rtinst.harness.specs import OUR_METRIC, TableSpec
+from rtinst.harness.specs import OUR_METRIC
+from rtinst.harness.table_spec import TableSpec
 from rtinst.records import read_record
 
 

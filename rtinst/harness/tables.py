@@ -33,7 +33,8 @@ from rtinst import paths
 from rtinst.harness.paper_tables import paper_numbers, read_paper_csv
 from rtinst.harness.params import parse_overrides
 from rtinst.harness.claim_noise import claim_noise, claim_references, load_references, missing_note
-from rtinst.harness.specs import PAPERS, TableSpec, load_spec
+from rtinst.harness.specs import PAPERS, load_spec
+from rtinst.harness.table_spec import TableSpec
 from rtinst.harness.table_runs import collect_runs, metric_values  # collect_runs: re-exported
 from rtinst.io import atomic_path
 

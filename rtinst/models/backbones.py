@@ -38,7 +38,7 @@ from torch import nn
 from torchvision.ops import deform_conv2d
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from rtinst.config import BackboneConfig
+from rtinst.config_schema import BackboneConfig
 from rtinst.errors import UserError
 
 STAGE_NAMES = ("res3", "res4", "res5")

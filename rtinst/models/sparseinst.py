@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import DeformConv2d
 
-from rtinst.config import SparseInstConfig
+from rtinst.config_schema import SparseInstConfig
 from rtinst.errors import UserError
 from rtinst.models.backbones import build_backbone
 from rtinst.models.losses import (bce_loss, dice_loss, mean_num_instances, paired_mask_iou,

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rtinst.config import YolactConfig
+from rtinst.config_schema import YolactConfig
 from rtinst.models.anchors import decode_boxes, generate_anchors, scaled_anchor_scales
 from rtinst.models.backbones import build_backbone
 from rtinst.models.batchnorm import (check_sync_batch_norm, freeze_batch_norm,
