@@ -7,7 +7,9 @@ are not committed still draws its panels; the image and its ground truth come fr
 split, which the synthetic generator re-creates deterministically.
 
 Of a prediction's detections it keeps the ``TOP`` best and every one scoring at least
-``MIN_SCORE`` (in their order in the prediction, so colours match a live figure); their
+``MIN_SCORE`` (in their order in the prediction, so colours match a live figure), so a figure
+highlighting the detections above a threshold not under the lowest kept score draws what the
+model would; their
 masks are the mask probabilities upsampled to the padded input and binarized at 0.5, stored
 as COCO RLE. Each image's result is a dict of named fields, each a tensor given by dtype,
 shape and either its values or, for binary maps, RLE counts.
@@ -79,12 +81,13 @@ def _decode(field: dict[str, Any]) -> torch.Tensor:
 
 
 def kept_detections(scores: torch.Tensor, top: int = TOP, min_score: float = MIN_SCORE) -> torch.Tensor:
-    """Indices (ascending) of the ``top`` best detections and of every one >= ``min_score``."""
-    best = scores.argsort(descending=True)[:top]
-    keep = torch.zeros(len(scores), dtype=torch.bool)
-    keep[best] = True
-    keep |= scores >= min_score
-    return keep.nonzero(as_tuple=True)[0]
+    """Indices (ascending) of the detections scoring at least the ``top``-th best score or
+    ``min_score``, whichever is lower: the ``top`` best, every one >= ``min_score``, and
+    ties, so that the kept ones are exactly those above a threshold."""
+    if len(scores) == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    lowest = min(float(scores.sort(descending=True).values[:top][-1]), min_score)
+    return (scores >= lowest).nonzero(as_tuple=True)[0]
 
 
 def _weights(run: LoadedRun) -> dict[str, Any]:
@@ -167,10 +170,6 @@ def snapshot_run(run_dir: str | Path, images=IMAGES, data_root: str | Path | Non
     if absent:
         raise UserError(f"{path}: no val image position {absent} (it holds {sorted(by_position)}); "
                         f"{_how_to_write(run_dir, cfg)}")
-    kept = data["kept"]["min_score"]
-    if min_score is not None and min_score < kept:
-        raise UserError(f"{path}: holds the detections scoring >= {kept:g} (and the best "
-                        f"{data['kept']['top']}); min_score {min_score:g} needs the run's weights")
     val_set = build_dataset(cfg.data, "val", progress=False)
     check_indices(val_set, images)
     for i in images:
@@ -189,6 +188,12 @@ def snapshot_run(run_dir: str | Path, images=IMAGES, data_root: str | Path | Non
             raise UserError(f"{path}: val image {i} is {sample.size} (padded {sample.padded}) at "
                             f"the run's input size, the snapshot's {tuple(entry['size'])} (padded "
                             f"{tuple(entry['padded'])}); {_how_to_write(run_dir, cfg)}")
+        scores = sample.result["scores"]
+        lowest = float(scores.min()) if len(scores) else float("inf")
+        if min_score is not None and len(scores) < entry["detections"] and min_score < lowest:
+            raise UserError(f"{path}: val image {i}: holds the detections scoring >= {lowest:.3g} "
+                            f"({len(scores)} of {entry['detections']}); min_score {min_score:g} "
+                            f"needs the run's weights")
         samples.append(sample)
     return SnapshotRun(run_dir, cfg, val_set.class_names, samples)
 
