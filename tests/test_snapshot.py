@@ -26,8 +26,8 @@ from rtinst.errors import UserError  # noqa: E402
 from rtinst.io import file_sha256  # noqa: E402
 from rtinst.viz.draw import to_input_grid  # noqa: E402
 from rtinst.viz.render import render_queries  # noqa: E402
-from rtinst.viz.snapshot import (FORMAT, kept_detections, snapshot_run, snapshot_samples,  # noqa: E402
-                                 write_snapshot)
+from rtinst.viz.snapshot import (FORMAT, keep_threshold, kept_detections, snapshot_run,  # noqa: E402
+                                 snapshot_samples, write_snapshot)
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = [0, 1]
@@ -61,6 +61,8 @@ def test_kept_detections_are_the_best_and_those_above_the_score():
     assert kept_detections(scores, top=1, min_score=0.3).tolist() == [1, 4]  # 0.35 >= 0.3 as well
     assert kept_detections(scores, top=3, min_score=0.9).tolist() == [1, 2, 4, 5]  # the tie stays
     assert kept_detections(torch.zeros(0)).tolist() == []
+    assert keep_threshold(scores, top=2, min_score=0.3) == 0.3  # 0.35, the 2nd best, is higher
+    assert keep_threshold(scores, top=3, min_score=0.9) == pytest.approx(0.2)
 
 
 def test_snapshot_reads_back_the_live_prediction(run_dir, live):
@@ -124,8 +126,12 @@ def test_figures_from_the_snapshot_equal_the_live_ones(run_dir, live):
         _assert_same_figure(viz.query_masks_figure(p, snap.class_names),
                             viz.query_masks_figure(s, snap.class_names))
         plt.close("all")
+    # every detection from the image's threshold on is kept: a figure from there is complete
+    kept_from = json.loads((run_dir / SNAPSHOT).read_text())["images"][0]["kept_from"]
+    assert kept_from == keep_threshold(live[0].result["scores"])
+    snapshot_samples(run_dir, [0], min_score=kept_from)
     with pytest.raises(UserError, match=rf"^{run_dir / SNAPSHOT}: val image 0: holds the detections "
-                                        rf"scoring >= .* min_score -1 needs the run's weights"):
+                                        rf"scoring >= .* \(10 of \d+\); min_score -1 needs the run's weights"):
         snapshot_samples(run_dir, [0], min_score=-1.0)
 
 

@@ -7,9 +7,9 @@ are not committed still draws its panels; the image and its ground truth come fr
 split, which the synthetic generator re-creates deterministically.
 
 Of a prediction's detections it keeps the ``TOP`` best and every one scoring at least
-``MIN_SCORE`` (in their order in the prediction, so colours match a live figure), so a figure
-highlighting the detections above a threshold not under the lowest kept score draws what the
-model would; their
+``MIN_SCORE`` (in their order in the prediction, so colours match a live figure): every
+detection above the image's ``kept_from`` score, so a figure highlighting the detections
+above a threshold at least that high draws what the model would. Their
 masks are the mask probabilities upsampled to the padded input and binarized at 0.5, stored
 as COCO RLE. Each image's result is a dict of named fields, each a tensor given by dtype,
 shape and either its values or, for binary maps, RLE counts.
@@ -80,14 +80,17 @@ def _decode(field: dict[str, Any]) -> torch.Tensor:
     return torch.from_numpy(np.stack(maps) if maps else np.zeros((0, h, w), np.uint8)).to(dtype)
 
 
-def kept_detections(scores: torch.Tensor, top: int = TOP, min_score: float = MIN_SCORE) -> torch.Tensor:
-    """Indices (ascending) of the detections scoring at least the ``top``-th best score or
-    ``min_score``, whichever is lower: the ``top`` best, every one >= ``min_score``, and
-    ties, so that the kept ones are exactly those above a threshold."""
+def keep_threshold(scores: torch.Tensor, top: int = TOP, min_score: float = MIN_SCORE) -> float:
+    """The score from which on detections are kept: the ``top``-th best or ``min_score``,
+    whichever is lower (so ties at the ``top``-th score stay too)."""
     if len(scores) == 0:
-        return torch.zeros(0, dtype=torch.int64)
-    lowest = min(float(scores.sort(descending=True).values[:top][-1]), min_score)
-    return (scores >= lowest).nonzero(as_tuple=True)[0]
+        return min_score
+    return min(float(scores.sort(descending=True).values[:top][-1]), min_score)
+
+
+def kept_detections(scores: torch.Tensor, top: int = TOP, min_score: float = MIN_SCORE) -> torch.Tensor:
+    """Indices (ascending) of the detections scoring at least :func:`keep_threshold`."""
+    return (scores >= keep_threshold(scores, top, min_score)).nonzero(as_tuple=True)[0]
 
 
 def _weights(run: LoadedRun) -> dict[str, Any]:
@@ -106,7 +109,8 @@ def _image_entry(run: LoadedRun, position: int, sample: Sample) -> dict[str, Any
     if "query_locations" not in res:
         raise UserError(f"{run.run_dir}: a prediction without 'query_locations': snapshots hold "
                         "the query figures' fields of a FastInst run with query_type=ia_guided")
-    keep = kept_detections(res["scores"].cpu())
+    scores = res["scores"].cpu()
+    keep = kept_detections(scores)
     masks = to_input_grid(res["mask_probs"][keep].cpu(), sample.padded, sample.padded) > 0.5
     fields = {name: _encode(res[name]) for name in IMAGE_FIELDS}
     fields.update({name: _encode(res[name][keep]) for name in DETECTION_FIELDS})
@@ -114,7 +118,7 @@ def _image_entry(run: LoadedRun, position: int, sample: Sample) -> dict[str, Any
     info = run.val_set.coco.imgs[sample.image_id]
     return {"position": position, "image_id": sample.image_id, "file_name": info["file_name"],
             "size": list(sample.size), "padded": list(sample.padded),
-            "detections": len(res["scores"]), "fields": fields}
+            "detections": len(scores), "kept_from": keep_threshold(scores), "fields": fields}
 
 
 def write_snapshot(run: LoadedRun, images=IMAGES) -> Path:
@@ -188,12 +192,11 @@ def snapshot_run(run_dir: str | Path, images=IMAGES, data_root: str | Path | Non
             raise UserError(f"{path}: val image {i} is {sample.size} (padded {sample.padded}) at "
                             f"the run's input size, the snapshot's {tuple(entry['size'])} (padded "
                             f"{tuple(entry['padded'])}); {_how_to_write(run_dir, cfg)}")
-        scores = sample.result["scores"]
-        lowest = float(scores.min()) if len(scores) else float("inf")
-        if min_score is not None and len(scores) < entry["detections"] and min_score < lowest:
-            raise UserError(f"{path}: val image {i}: holds the detections scoring >= {lowest:.3g} "
-                            f"({len(scores)} of {entry['detections']}); min_score {min_score:g} "
-                            f"needs the run's weights")
+        held = len(sample.result["scores"])
+        if min_score is not None and held < entry["detections"] and min_score < entry["kept_from"]:
+            raise UserError(f"{path}: val image {i}: holds the detections scoring >= "
+                            f"{entry['kept_from']:.3g} ({held} of {entry['detections']}); "
+                            f"min_score {min_score:g} needs the run's weights")
         samples.append(sample)
     return SnapshotRun(run_dir, cfg, val_set.class_names, samples)
 
