@@ -210,17 +210,13 @@ def analysis_notebooks() -> dict[str, list]:
             new_markdown_cell("A run without weights (its checkpoint is not committed, nor a "
                               "compact `model_fp16.pt`) is drawn from its `predictions_snapshot.json`: "
                               "its predictions on val images 0 and 1, written by `rtinst records "
-                              "compact --analysis --preset tiny`. By default the variants' runs "
-                              "that are not trained yet are listed and left out."),
-            _params("run_dirs = None  # None: the Table 6f IA-loss variants' trained runs of `preset`\n"
+                              "compact --analysis --preset tiny`."),
+            _params("run_dirs = None  # None: the Table 6f IA-loss variants' runs of `preset`\n"
                     + _DEFAULT_RUNS + common
                     + "labels = None  # None: the IA-loss variant of each run\n"
                       "images = [0, 1]  # a run drawn from its snapshot has images 0 and 1\n"
                       "min_score = 0.3"),
-            new_code_cell(_ANALYSIS_SETUP + "\n"
-                          "if run_dirs is None:\n"
-                          "    run_dirs, _, untrained = analysis_runs.recorded_runs('queries', preset)\n"
-                          "    print(*untrained, sep='\\n')\n" + _with_checkpoint(
+            new_code_cell(_ANALYSIS_SETUP + "\n" + _default_runs("queries", "run_dirs") + _with_checkpoint(
                 "render.render_queries([paths.resolve(r) for r in run_dirs], paths.resolve(out_dir), "
                 "images, labels, min_score, data_root=data_root, show=True)", runs="run_dirs",
                 snapshot=True)),
