@@ -161,9 +161,12 @@ def _default_runs(figure: str, name: str = "run_dir") -> str:
             f"    {name} = {runs if name == 'run_dirs' else f'{runs}[0]'}\n")
 
 
-def _with_checkpoint(call: str, runs: str = "[run_dir]") -> str:
-    """The figure call, or - without checkpoints, which are not committed - how to get them."""
-    return (f"missing = [m for m in map(run_report.missing_checkpoint, {runs}) if m]\n"
+def _with_checkpoint(call: str, runs: str = "[run_dir]", snapshot: bool = False) -> str:
+    """The figure call, or - without checkpoints, which are not committed - how to get them
+    (``snapshot``: the figure draws a run without weights from its predictions snapshot)."""
+    check = "lambda r: run_report.missing_checkpoint(r, snapshot=True)" if snapshot else \
+        "run_report.missing_checkpoint"
+    return (f"missing = [m for m in map({check}, {runs}) if m]\n"
             "if missing:\n"
             "    print('\\n'.join(missing))\n"
             "else:\n"
@@ -204,13 +207,19 @@ def analysis_notebooks() -> dict[str, list]:
                               "(paper Figure 3: dense semantic loss / matching without and with "
                               "the location cost; give one run per variant), beside the ground "
                               "truth, and the predicted masks with the location of their query."),
+            new_markdown_cell("A run without weights (its checkpoint is not committed, nor a "
+                              "compact `model_fp16.pt`) is drawn from its `predictions_snapshot.json`: "
+                              "its predictions on val images 0 and 1, written by `rtinst records "
+                              "compact --analysis --preset tiny`."),
             _params("run_dirs = None  # None: the Table 6f IA-loss variants' runs of `preset`\n"
                     + _DEFAULT_RUNS + common
                     + "labels = None  # None: the IA-loss variant of each run\n"
-                      "images = [0, 1]\nmin_score = 0.3"),
+                      "images = [0, 1]  # a run drawn from its snapshot has images 0 and 1\n"
+                      "min_score = 0.3"),
             new_code_cell(_ANALYSIS_SETUP + "\n" + _default_runs("queries", "run_dirs") + _with_checkpoint(
                 "render.render_queries([paths.resolve(r) for r in run_dirs], paths.resolve(out_dir), "
-                "images, labels, min_score, data_root=data_root, show=True)", runs="run_dirs")),
+                "images, labels, min_score, data_root=data_root, show=True)", runs="run_dirs",
+                snapshot=True)),
         ],
         "tide": [
             new_markdown_cell("# TIDE error analysis\n\nEach run's TIDE summary plot and our "

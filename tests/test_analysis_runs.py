@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rtinst.cli import main as cli_main
-from rtinst.engine.compact import COMPACT
+from rtinst.engine.compact import COMPACT, SNAPSHOT
 from rtinst.errors import UserError
 from rtinst.harness import analysis_runs as ar
 from rtinst.harness.plan import plan_sweep
@@ -22,6 +22,7 @@ FIGURES_NEEDING_WEIGHTS = {"iam", "prototypes", "queries"}
 def test_each_figure_resolves_to_the_sweeps_run_folder():
     runs = ar.analysis_runs("tiny")
     assert {a.figure for a in runs if a.weights} == FIGURES_NEEDING_WEIGHTS
+    assert {a.figure for a in runs if a.weights is True} == FIGURES_NEEDING_WEIGHTS
     for a in runs:
         spec = load_specs([a.spec], presets=("tiny",))[0]
         plan = plan_sweep([spec], "tiny", seeds=[0], cost_preset=None)
@@ -31,6 +32,8 @@ def test_each_figure_resolves_to_the_sweeps_run_folder():
     by_figure = {f: [a for a in runs if a.figure == f] for f in FIGURES_NEEDING_WEIGHTS}
     assert [a.row for a in by_figure["queries"]] == ["baseline", "- bi. matching", "- loc. cost"]
     assert len({a.run_dir for a in by_figure["queries"]}) == 3  # three IA-loss variants
+    # the default run's compact is committed, the two variants draw from their snapshots
+    assert [a.weights for a in by_figure["queries"]] == [True, "snapshot", "snapshot"]
 
 
 def test_the_defaults_are_the_presets_default_models():
@@ -63,6 +66,25 @@ def test_bad_entries_name_the_file_and_what_is_wrong(tmp_path):
         ar.analysis_runs("tiny", path=bad)
     with pytest.raises(UserError, match=r"no figure 'iams'.*iam"):
         ar.analysis_runs("tiny", figures=["iams"])
+    bad.write_text("figures:\n  iam:\n    weights: maybe\n    rows:\n"
+                   "      - {spec: sparseinst/table4_iam, row: 'group 3x3 conv, G=4'}\n")
+    with pytest.raises(UserError, match=rf"^{bad}: figure 'iam': expected 'weights: true\|false\|snapshot' "
+                                        r"\(got 'maybe'\)"):
+        ar.analysis_runs("tiny", path=bad)
+    bad.write_text("figures:\n  iam:\n    weights: true\n    rows:\n"
+                   "      - {spec: sparseinst/table4_iam, row: 'group 3x3 conv, G=4', weights: 1}\n")
+    with pytest.raises(UserError, match=rf"^{bad}: figure 'iam' row 1: weights: expected "
+                                        r"true\|false\|snapshot, got 1"):
+        ar.analysis_runs("tiny", path=bad)
+
+
+def test_a_rows_weights_override_its_figures(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text("figures:\n  q:\n    weights: snapshot\n    rows:\n"
+                    "      - {spec: fastinst/table6f_ia_loss, row: baseline, weights: true}\n"
+                    "      - {spec: fastinst/table6f_ia_loss, row: '- loc. cost'}\n"
+                    "      - {spec: fastinst/table6f_ia_loss, row: '- bi. matching', weights: false}\n")
+    assert [a.weights for a in ar.analysis_runs("tiny", path=path)] == [True, "snapshot", False]
 
 
 def test_compact_analysis_compacts_finished_runs_and_lists_the_rest(tmp_path, capsys):
@@ -95,13 +117,42 @@ def test_compact_analysis_compacts_finished_runs_and_lists_the_rest(tmp_path, ca
     assert "give run folders or --analysis" in capsys.readouterr().err
 
 
+def test_compact_analysis_writes_the_snapshots_of_snapshot_rows(tmp_path):
+    from rtinst.cli.records import _write_snapshot
+    from tests.test_compact import make_run
+
+    (row,) = [a for a in ar.analysis_runs("smoke", ["queries"], runs_dir=tmp_path)
+              if a.row == "- loc. cost"]
+    assert row.weights == "snapshot"
+    (tmp_path / "made").mkdir()
+    made, _ = make_run(tmp_path / "made", "fastinst")
+    made.rename(row.run_dir)
+    report = ar.compact_analysis_runs("smoke", runs_dir=tmp_path, snapshot=_write_snapshot)
+    assert report.snapshots == [row.run_dir / SNAPSHOT] and not report.compacted
+    assert not (row.run_dir / COMPACT).is_file()  # a snapshot row commits no weights
+    assert any(line.endswith("kB (predictions snapshot)") for line in report.lines())
+    lacking = "\n".join(report.lacking)
+    assert f"{row.run_dir.name} ({row.spec}: {row.row})" not in lacking
+    assert "- bi. matching): not trained; train it with `rtinst sweep" in lacking
+    without_writer = ar.compact_analysis_runs("smoke", runs_dir=tmp_path)
+    assert any(f"({row.spec}: {row.row}): predictions snapshot not written here" in line
+               for line in without_writer.lacking)
+    (row.run_dir / "checkpoints" / "last.pt").unlink()
+    report = ar.compact_analysis_runs("smoke", runs_dir=tmp_path, snapshot=_write_snapshot)
+    assert report.kept == [row.run_dir / SNAPSHOT] and not report.snapshots
+    (row.run_dir / SNAPSHOT).unlink()
+    report = ar.compact_analysis_runs("smoke", runs_dir=tmp_path, snapshot=_write_snapshot)
+    assert any(f"({row.spec}: {row.row}): no checkpoint to write its predictions snapshot from; "
+               f"re-create with `OMP_NUM_THREADS=1 rtinst train" in line for line in report.lacking)
+
+
 # Recorded before compact checkpoints existed, their checkpoints gone: they stay without one
 # until they are re-trained (a changed tiny preset gives them new folders, which this test
 # then holds to the rule).
 RECORDED_BEFORE_COMPACT = {"sparseinst-tiny-0d56a7c47181", "yolact-tiny-2704d636eace"}
 
 
-def test_every_recorded_tiny_analysis_run_commits_its_compact_checkpoint():
+def test_every_recorded_tiny_analysis_run_commits_its_compact_checkpoint_or_snapshot():
     needed = [a for a in ar.analysis_runs("tiny") if a.weights]
     recorded = [a for a in needed if (a.run_dir / "record.json").is_file()
                 and read_record(a.run_dir).status == "done"
@@ -109,5 +160,18 @@ def test_every_recorded_tiny_analysis_run_commits_its_compact_checkpoint():
     if not recorded:
         pytest.skip("no analysis run at preset tiny has a finished record made since compact "
                     "checkpoints exist")
-    missing = [a.run_dir.name for a in recorded if not (a.run_dir / COMPACT).is_file()]
+    missing = [f"{a.run_dir.name}/{COMPACT if a.weights is True else SNAPSHOT}" for a in recorded
+               if not (a.run_dir / (COMPACT if a.weights is True else SNAPSHOT)).is_file()]
     assert not missing, f"run `rtinst records compact --analysis --preset tiny` and commit: {missing}"
+
+
+def test_git_tracks_predictions_snapshots():
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for name in (SNAPSHOT, COMPACT):
+        path = f"results/runs/fastinst-tiny-000000000000/{name}"
+        # exit status 1: no ignore rule matches the path
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 1, path

@@ -4,6 +4,7 @@ figures claim to show, the CLI and the papermill analysis notebooks."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -236,11 +237,18 @@ def test_analysis_notebooks_run_with_papermill(runs, tmp_path):
                           "ours_ap_mean": [3.0, 4.0]})
     (results / "tables" / "smoke").mkdir(parents=True)
     table.to_csv(results / "tables" / "smoke" / "yolact_table2b.csv", index=False)
+    from rtinst.viz.snapshot import write_snapshot
+
+    # a FastInst run as a clone has a snapshot row's run: no weights, its predictions snapshot
+    clone = tmp_path / "fastinst_snapshot"
+    shutil.copytree(runs["fastinst"], clone)
+    write_snapshot(viz.load_run(clone), [0, 1])
+    shutil.rmtree(clone / "checkpoints")
     params = {
         "iam": {"run_dir": str(runs["sparseinst"]), "images": [0], "average_images": 2},
         "prototypes": {"run_dir": str(runs["yolact"]), "images": [0, 1]},
-        "queries": {"run_dirs": [str(runs["fastinst"]), str(runs["fastinst"])], "labels": ["a", "b"],
-                    "images": [0], "min_score": 0.0},
+        "queries": {"run_dirs": [str(runs["fastinst"]), str(clone)], "labels": ["a", "b"],
+                    "images": [0]},
         "tide": {"run_dirs": [], "runs_root": str(runs["yolact"].parent)},
         "speed_accuracy": {"results_dir": str(results), "preset": "smoke"},
     }

@@ -72,6 +72,13 @@ def archive_records(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_snapshot(run_dir):
+    from rtinst.viz.run import load_run
+    from rtinst.viz.snapshot import IMAGES, write_snapshot
+
+    return write_snapshot(load_run(run_dir), IMAGES)
+
+
 def compact_records(args: argparse.Namespace) -> int:
     from rtinst.engine.compact import DEFAULT_MAX_MB
     from rtinst.harness.analysis_runs import compact_analysis_runs, compact_runs
@@ -81,7 +88,7 @@ def compact_records(args: argparse.Namespace) -> int:
     max_mb = DEFAULT_MAX_MB if args.max_mb is None else args.max_mb
     report = compact_runs(args.runs, max_mb)
     if args.analysis:
-        report.extend(compact_analysis_runs(args.preset, max_mb))
+        report.extend(compact_analysis_runs(args.preset, max_mb, snapshot=_write_snapshot))
     for line in report.lines():
         print(line)
     if report.refused:
@@ -125,15 +132,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compact", help="write a run's float16 model_fp16.pt (committable) from its checkpoint",
         description="Write RUN/model_fp16.pt from RUN/checkpoints/last.pt: the model's weights in "
         "float16 (integer buffers exact), without optimizer state, so that rtinst viz and the "
-        "analysis notebooks work without the (uncommitted) checkpoint.")
+        "analysis notebooks work without the (uncommitted) checkpoint. --analysis also writes "
+        "RUN/predictions_snapshot.json of the rows marked 'weights: snapshot' in "
+        "experiments/analysis_runs.yaml: the predictions on a few val images that their figure draws.")
     p.add_argument("runs", nargs="*", metavar="RUN", help="run folders")
     p.add_argument("--max-mb", type=float, default=None,
                    help="refuse to write a file larger than this many MB (default 6: the "
                    "SparseInst tiny model is 5.6 MB)")
     p.add_argument("--analysis", action="store_true",
                    help="every run of experiments/analysis_runs.yaml whose figure loads a model "
-                   "and that has a finished record and a checkpoint; lists the others with the "
-                   "command that makes them")
+                   "(or, for 'weights: snapshot' rows, its predictions snapshot) and that has a "
+                   "finished record and a checkpoint; lists the others with the command that "
+                   "makes them")
     p.add_argument("--preset", default="tiny", choices=["smoke", "tiny", "coco"],
                    help="--analysis: the preset the runs are resolved at (default tiny)")
     p.set_defaults(func=compact_records)

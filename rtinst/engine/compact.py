@@ -5,7 +5,9 @@ stays out of git. ``<run>/model_fp16.pt`` keeps only what analysis needs: the mo
 dict with floating tensors in float16 (integer buffers, e.g. BatchNorm's step counter,
 exact), the iteration reached and the sha256 of the checkpoint it was made from. A fresh
 clone can then draw a run's figures (``rtinst viz``, ``notebooks/analysis/``) without
-retraining it.
+retraining it. A figure that needs only a few numbers of a run's predictions draws from its
+``predictions_snapshot.json`` instead (:mod:`rtinst.viz.snapshot` writes and reads it; its
+name is here, beside the compact file's, for the code that decides what a run commits).
 
 :func:`run_weights` is the one place that decides which weights file of a run is read:
 ``last.pt`` when present (exact), else ``model_fp16.pt`` (cast back to float32).
@@ -34,6 +36,7 @@ from rtinst.io import atomic_path, file_sha256
 
 COMPACT = "model_fp16.pt"
 FORMAT = "rtinst-compact-fp16/1"
+SNAPSHOT = "predictions_snapshot.json"
 DEFAULT_MAX_MB = 6.0  # the SparseInst tiny model is 5.6 MB in float16 (2.8 M weights)
 
 
@@ -47,6 +50,10 @@ def last_checkpoint(run_dir: str | Path) -> Path:
 
 def compact_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / COMPACT
+
+
+def snapshot_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / SNAPSHOT
 
 
 def to_fp16(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ class LoadedRun:
     cfg: RunConfig
     model: torch.nn.Module
     val_set: CocoInstanceDataset
+    weights: Path | None = None  # the file the model's weights were read from
 
     @property
     def name(self) -> str:
@@ -79,15 +80,21 @@ def load_run(run_dir: str | Path, data_root: str | Path | None = None,
     if weights is None:
         raise UserError(f"{last_checkpoint(run_dir)}: no checkpoint (checkpoints are not committed) "
                         f"and no compact {COMPACT}; " + recreate_hint(run_dir, record))
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
-        raise UserError(f"{config_file}: run config not found (is {run_dir} a run folder?)")
-    cfg = load_config(config_file)
-    if data_root is not None:
-        cfg = replace(cfg, data=replace(cfg.data, root=str(data_root)))
+    cfg = run_config(run_dir, data_root)
     # the checkpoint holds every weight: do not look for (or warn about) backbone files
     model_cfg = replace(cfg.model, backbone=replace(cfg.model.backbone, pretrained="none"))
     model = build_model(model_cfg)
     model.load_state_dict(load_weights(weights, cfg.model.backbone))
     model.eval()
-    return LoadedRun(run_dir, record, cfg, model, build_dataset(cfg.data, "val", progress=False))
+    return LoadedRun(run_dir, record, cfg, model, build_dataset(cfg.data, "val", progress=False), weights)
+
+
+def run_config(run_dir: str | Path, data_root: str | Path | None = None) -> RunConfig:
+    """A run folder's config; ``data_root`` replaces its ``data.root``."""
+    config_file = Path(run_dir) / "config.yaml"
+    if not config_file.is_file():
+        raise UserError(f"{config_file}: run config not found (is {run_dir} a run folder?)")
+    cfg = load_config(config_file)
+    if data_root is not None:
+        cfg = replace(cfg, data=replace(cfg.data, root=str(data_root)))
+    return cfg

@@ -9,6 +9,8 @@
   assembly prototypes x coefficients -> sigmoid -> crop -> mask for one instance.
 - ``queries``: FastInst IA-guided query locations for the IA-loss variants beside the
   ground truth (Figure 3), and predicted masks with the location of their query.
+- ``snapshot``: a run's predictions for a few val images, saved small
+  (``predictions_snapshot.json``): the query figures of a run whose weights are not committed.
 - ``confusion``: GT class x predicted class of the localized objects (what TIDE's Cls error
   hides: which classes are confused).
 - ``compare``: dAP per TIDE error type across models or sweep rows (SparseInst Figure 7
@@ -30,12 +32,13 @@ from rtinst.viz.iam import iam_average, iam_average_figure, iam_figure
 from rtinst.viz.prototypes import assembly_figure, coefficients_figure, prototypes_figure
 from rtinst.viz.queries import query_locations_figure, query_masks_figure
 from rtinst.viz.run import LoadedRun, Sample, load_run, predict
+from rtinst.viz.snapshot import snapshot_samples, write_snapshot
 
 __all__ = [
     "LoadedRun", "Sample", "assembly_figure", "class_confusion", "confusion_figure",
     "localized_accuracy", "run_confusion", "curve_table", "training_curve_figure", "coefficients_figure", "iam_average",
     "iam_average_figure", "iam_figure", "load_run", "predict", "prototypes_figure",
     "query_locations_figure", "query_masks_figure", "save_figure", "speed_accuracy_figure",
-    "speed_accuracy_points",
+    "snapshot_samples", "speed_accuracy_points", "write_snapshot",
     "tide_comparison_figure", "tide_table",
 ]

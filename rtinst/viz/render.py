@@ -8,6 +8,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from rtinst.config import RunConfig
+from rtinst.engine.compact import run_weights
 from rtinst.errors import UserError
 from rtinst.io import atomic_path
 from rtinst.records import RunRecord
@@ -18,7 +20,9 @@ from rtinst.viz.draw import save_figure
 from rtinst.viz.iam import iam_average, iam_average_figure, iam_figure
 from rtinst.viz.prototypes import assembly_figure, coefficients_figure, prototypes_figure
 from rtinst.viz.queries import ia_loss_variant, query_locations_figure, query_masks_figure
-from rtinst.viz.run import LoadedRun, load_run, predict
+from rtinst.viz.run import LoadedRun, Sample, load_run, predict
+from rtinst.viz.snapshot import IMAGES as SNAPSHOT_IMAGES
+from rtinst.viz.snapshot import has_snapshot, snapshot_run
 
 
 def _save(fig, path: Path, written: list[Path], show: bool) -> None:
@@ -62,23 +66,38 @@ def render_prototypes(run, out: str | Path, images=(0, 1, 2), data_root=None,
     return written
 
 
-def render_queries(runs, out: str | Path, images=(0, 1), labels: list[str] | None = None,
+def _query_panels(run, images, data_root, min_score) -> tuple[RunConfig, list[str], list[Sample]]:
+    """A run's config, class names and samples: predicted when it has weights, else read from
+    its predictions snapshot."""
+    if isinstance(run, LoadedRun) or run_weights(run) is not None or not has_snapshot(run):
+        loaded = _load(run, data_root, "fastinst")
+        return loaded.cfg, loaded.class_names, predict(loaded, images)
+    snap = snapshot_run(run, images, data_root, min_score)
+    if snap.cfg.model.name != "fastinst":
+        raise UserError(f"{run}: a {snap.cfg.model.name} run; this figure needs fastinst")
+    return snap.cfg, snap.class_names, snap.samples
+
+
+def render_queries(runs, out: str | Path, images=SNAPSHOT_IMAGES, labels: list[str] | None = None,
                    min_score: float = 0.3, data_root=None, show: bool = False) -> list[Path]:
     """FastInst: query locations of each run (e.g. the IA-loss variants) beside the GT, and
-    the first run's masks with their query location."""
-    loaded = [_load(r, data_root, "fastinst") for r in runs]
-    if not loaded:
+    the first run's masks with their query location. A run without weights (no checkpoint,
+    no compact file) is drawn from its ``predictions_snapshot.json``."""
+    runs = list(runs)
+    if not runs:
         raise UserError("render_queries: no run given")
-    names = labels or [ia_loss_variant(r.cfg) for r in loaded]
-    if len(names) != len(loaded):
-        raise UserError(f"render_queries: {len(names)} labels for {len(loaded)} runs")
+    if labels and len(labels) != len(runs):
+        raise UserError(f"render_queries: {len(labels)} labels for {len(runs)} runs")
+    drawn = [_query_panels(r, list(images), data_root, min_score) for r in runs]
+    names = labels or [ia_loss_variant(cfg) for cfg, _, _ in drawn]
+    class_names = drawn[0][1]
     out, written = Path(out), []
-    per_run = [predict(r, list(images)) for r in loaded]
+    per_run = [samples for _, _, samples in drawn]
     for j, image_id in enumerate(s.image_id for s in per_run[0]):
         panels = [(name, samples[j]) for name, samples in zip(names, per_run)]
-        _save(query_locations_figure(panels, loaded[0].class_names, min_score),
+        _save(query_locations_figure(panels, class_names, min_score),
               out / f"queries_image{image_id}.png", written, show)
-        _save(query_masks_figure(per_run[0][j], loaded[0].class_names),
+        _save(query_masks_figure(per_run[0][j], class_names),
               out / f"query_masks_image{image_id}.png", written, show)
     return written
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from rtinst.config import RunConfig
 from rtinst.data.build import collate_fn
 from rtinst.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rtinst.engine.restore import LoadedRun, load_run
@@ -43,22 +44,32 @@ def denormalize(image: torch.Tensor) -> torch.Tensor:
     return ((image * std + mean) / 255).clamp(0, 1).permute(1, 2, 0)
 
 
+def check_indices(val_set, indices) -> None:
+    n = len(val_set)
+    bad = [i for i in indices if not 0 <= i < n]
+    if bad:
+        raise UserError(f"{val_set.ann_file}: image indices {bad} out of range (split has {n})")
+
+
+def val_inputs(cfg: RunConfig, val_set, indices):
+    """Each val image ``indices`` as a batch of one, exactly as evaluation feeds it."""
+    check_indices(val_set, indices)
+    collate = collate_fn(cfg.data)
+    for i in indices:
+        yield collate([val_set[i]])
+
+
+def as_sample(batch, result: dict[str, Any]) -> Sample:
+    """The :class:`Sample` of a batch of one and the model's result for it."""
+    h, w = batch.image_sizes[0]
+    target = batch.targets[0]
+    return Sample(image_id=batch.image_ids[0], image=denormalize(batch.images[0, :, :h, :w]),
+                  padded=tuple(batch.images.shape[-2:]), result=result,
+                  gt_masks=target["masks"][:, :h, :w].bool(), gt_labels=target["labels"])
+
+
 @torch.inference_mode()
 def predict(run: LoadedRun, indices: list[int] | range) -> list[Sample]:
     """Predict val images ``indices`` (positions in the val split) with extras."""
-    n = len(run.val_set)
-    bad = [i for i in indices if not 0 <= i < n]
-    if bad:
-        raise UserError(f"{run.val_set.ann_file}: image indices {bad} out of range (split has {n})")
-    collate = collate_fn(run.cfg.data)
-    samples = []
-    for i in indices:
-        batch = collate([run.val_set[i]])
-        out = run.model(batch.images, None, extras=True)[0]
-        h, w = batch.image_sizes[0]
-        target = batch.targets[0]
-        samples.append(Sample(
-            image_id=batch.image_ids[0], image=denormalize(batch.images[0, :, :h, :w]),
-            padded=tuple(batch.images.shape[-2:]), result=out,
-            gt_masks=target["masks"][:, :h, :w].bool(), gt_labels=target["labels"]))
-    return samples
+    return [as_sample(batch, run.model(batch.images, None, extras=True)[0])
+            for batch in val_inputs(run.cfg, run.val_set, list(indices))]

@@ -23,13 +23,14 @@ def recreate_command(run_dir: str | Path) -> str:
     return command(run_dir, record)
 
 
-def missing_checkpoint(run_dir: str | Path) -> str | None:
+def missing_checkpoint(run_dir: str | Path, snapshot: bool = False) -> str | None:
     """None when the run has weights to load (its checkpoint or its compact model_fp16.pt),
-    else one line saying how to re-create them."""
-    from rtinst.engine.compact import COMPACT, run_weights
+    or with ``snapshot`` (a figure that can draw from it) its predictions_snapshot.json, else
+    one line saying how to re-create them."""
+    from rtinst.engine.compact import COMPACT, run_weights, snapshot_path
 
     run_dir = paths.resolve(run_dir)
-    if run_weights(run_dir) is not None:
+    if run_weights(run_dir) is not None or (snapshot and snapshot_path(run_dir).is_file()):
         return None
     if not (run_dir / "record.json").is_file():
         return (f"{paths.display(run_dir)} has no run record: not trained yet (`rtinst sweep SPEC "
