@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from rtinst.config import RunConfig
+from rtinst.config_schema import RunConfig
 from rtinst.errors import UserError
 from rtinst.viz.draw import label, overlay, to_input_grid
 from rtinst.viz.run import Sample

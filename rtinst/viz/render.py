@@ -8,7 +8,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from rtinst.config import RunConfig
+from rtinst.config_schema import RunConfig
 from rtinst.engine.compact import run_weights
 from rtinst.errors import UserError
 from rtinst.io import atomic_path

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from rtinst.config import RunConfig
+from rtinst.config_schema import RunConfig
 from rtinst.data.build import collate_fn
 from rtinst.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rtinst.engine.restore import LoadedRun, load_run

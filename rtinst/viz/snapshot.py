@@ -27,7 +27,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from rtinst import paths
-from rtinst.config import RunConfig
+from rtinst.config_schema import RunConfig
 from rtinst.data.build import build_dataset
 from rtinst.engine.compact import COMPACT, snapshot_path
 from rtinst.engine.restore import LoadedRun, recreate_hint, run_config
@@ -151,11 +151,10 @@ def _read(path: Path, run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise UserError(f"{path}: not a predictions snapshot (format {found!r}, expected {FORMAT!r})")
-    record = run_dir / "record.json"
-    if record.is_file() and read_record(run_dir).config_hash != data.get("config_hash"):
+    recorded = read_record(run_dir).config_hash if (run_dir / "record.json").is_file() else None
+    if recorded is not None and recorded != data.get("config_hash"):
         raise UserError(f"{path}: written for config {data.get('config_hash')}, but the run's "
-                        f"record.json is config {read_record(run_dir).config_hash}; "
-                        f"{_how_to_write(run_dir, cfg)}")
+                        f"record.json is config {recorded}; {_how_to_write(run_dir, cfg)}")
     return data
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rtinst.harness.specs import TableSpec, row_values
+from rtinst.harness.table_spec import TableSpec, row_values
 from rtinst.harness.tables import TableResult, seed_noise
 from rtinst.io import atomic_path
 
