@@ -50,6 +50,17 @@ def test_each_group_is_normalised_before_the_groups_are_averaged():
     assert w[0, 0, 0].item() == pytest.approx(0.5 + 0.5 / 16)  # not dominated by group 1's scale
 
 
+def test_a_map_with_a_one_cell_halo_is_near_its_object_though_most_of_it_is_outside():
+    gt = _square_mask()  # a 4x4-cell object
+    halo = _square_mask(lo=3, hi=9)  # the object and the ring of cells around it: 36 cells
+    s = localization_stats(halo / halo.sum(), gt)
+    assert s["mass_in_object"].item() == pytest.approx(16 / 36)
+    assert s["mass_near_object"].item() == pytest.approx(1.0)
+    wider = _square_mask(lo=2, hi=10)  # two cells of halo: the outer ring is not "near"
+    assert localization_stats(wider / wider.sum(), gt)["mass_near_object"].item() == pytest.approx(36 / 64)
+    assert true_positive_stats((halo / halo.sum())[:, None], gt)["mass_near_object"].item() == pytest.approx(1.0)
+
+
 def test_a_true_positives_map_fully_inside_its_object_scores_one():
     gt = _square_mask()
     iam = (gt / gt.sum())[:, None]  # (1, G=1, 16, 16)

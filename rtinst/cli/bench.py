@@ -308,8 +308,8 @@ def _iam(args: argparse.Namespace) -> int:
     if tp["count"]:
         print(_table(["IAM", "median", "mean"],
                      [[k, f"{tp[k]['median']:.3f}", f"{tp[k]['mean']:.3f}"] for k in
-                      ("mass_in_object", "concentration", "support", "active_groups",
-                       "mass_in_object_any_group", "mass_in_object_group_mean")]))
+                      ("mass_in_object", "mass_near_object", "concentration", "support",
+                       "active_groups", "mass_in_object_any_group", "mass_in_object_group_mean")]))
     _write_out(args.out, record)
     return 0
 
