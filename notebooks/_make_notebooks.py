@@ -262,6 +262,15 @@ def analysis_notebooks() -> dict[str, list]:
                           "                                title=f'AP vs {x}, every row of every table ({preset})')\n"
                           "viz.save_figure(fig, paths.resolve(out_dir) / f'speed_accuracy_{preset}_{x}.png')\n"
                           "points.round(2)"),
+            new_markdown_cell("Each paper's Figure 1 as the paper draws it: only its Table 1 methods, "
+                              "the paper's COCO AP on top and ours at the preset below, against our "
+                              "paper-scale GFLOPs."),
+            new_code_cell("from rtinst.viz.table_plots import plot_figure1\n\n"
+                          "fig1 = plot_figure1(tables.load_saved(results_dir, preset), preset)\n"
+                          "if fig1 is None:\n"
+                          "    print(f'no Table 1 saved at preset {preset}: run its table notebook first')\n"
+                          "else:\n"
+                          "    viz.save_figure(fig1, paths.resolve(out_dir) / f'figure1_{preset}.png')"),
         ],
     }
 

@@ -237,6 +237,8 @@ def test_analysis_notebooks_run_with_papermill(runs, tmp_path):
                           "ours_ap_mean": [3.0, 4.0]})
     (results / "tables" / "smoke").mkdir(parents=True)
     table.to_csv(results / "tables" / "smoke" / "yolact_table2b.csv", index=False)
+    table.assign(paper_ap=[28.2, 29.8]).to_csv(results / "tables" / "smoke" / "yolact_table1_testdev.csv",
+                                               index=False)
     from rtinst.viz.snapshot import write_snapshot
 
     # a FastInst run as a clone has a snapshot row's run: no weights, its predictions snapshot
@@ -257,7 +259,8 @@ def test_analysis_notebooks_run_with_papermill(runs, tmp_path):
                          {**p, "out_dir": str(out)}, cwd=REPO)
     pngs = sorted(q.name for q in out.glob("*.png"))
     assert {"iam_image1.png", "iam_mean_group1.png", "prototypes.png", "queries_image1.png",
-            "query_masks_image1.png", "tide_comparison.png", "speed_accuracy_smoke_gflops.png"} <= set(pngs)
+            "query_masks_image1.png", "tide_comparison.png", "speed_accuracy_smoke_gflops.png",
+            "figure1_smoke.png"} <= set(pngs)
     for q in out.glob("*.png"):
         assert_png_has_content(q)
     tide = pd.read_csv(out / "tide_comparison.csv", index_col=0)
