@@ -255,7 +255,8 @@ def analysis_notebooks() -> dict[str, list]:
             _params('results_dir = "results"\npreset = "tiny"\nx = "gflops"  # gflops | fps\n'
                     'out_dir = "results-own/figures/analysis"'),
             new_code_cell(_ANALYSIS_SETUP + "from rtinst.harness import tables\n\n"
-                          "points = viz.speed_accuracy_points(tables.load_saved(results_dir, preset), x=x)\n"
+                          "saved = tables.load_saved(results_dir, preset)\n"
+                          "points = viz.speed_accuracy_points(saved, x=x)\n"
                           "fig = viz.speed_accuracy_figure(points, x=x, y='ap', label='row', group='table',\n"
                           "                                xlabel=f'our {x} (paper scale)',\n"
                           "                                ylabel=f'our mask AP ({preset})',\n"
@@ -266,7 +267,7 @@ def analysis_notebooks() -> dict[str, list]:
                               "the paper's COCO AP on top and ours at the preset below, against our "
                               "paper-scale GFLOPs."),
             new_code_cell("from rtinst.viz.table_plots import plot_figure1\n\n"
-                          "fig1 = plot_figure1(tables.load_saved(results_dir, preset), preset)\n"
+                          "fig1 = plot_figure1(saved, preset)\n"
                           "if fig1 is None:\n"
                           "    print(f'no Table 1 saved at preset {preset}: run its table notebook first')\n"
                           "else:\n"
