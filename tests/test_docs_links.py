@@ -43,7 +43,7 @@ def tracked_pages() -> list[Path]:
     return [REPO / f for f in files if not f.startswith("results/runs/")]
 
 
-def dead_links(page: Path) -> list[str]:
+def dead_links(page: Path, root: Path = REPO) -> list[str]:
     dead = []
     for target in LINK.findall(CODE.sub("", FENCE.sub("", page.read_text()))):
         if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
@@ -53,7 +53,7 @@ def dead_links(page: Path) -> list[str]:
         if not dest.exists():
             dead.append(f"{target}: no such file")
         elif anchor and dest.suffix == ".md" and anchor not in anchors(dest.read_text()):
-            dead.append(f"{target}: no heading with that anchor in {dest.relative_to(REPO)}")
+            dead.append(f"{target}: no heading with that anchor in {dest.relative_to(root)}")
     return dead
 
 
@@ -68,13 +68,8 @@ def test_dead_link_is_reported(tmp_path):
     (tmp_path / "b.md").write_text("# Only heading\n")
     page = tmp_path / "a.md"
     page.write_text("[ok](b.md#only-heading) [gone](c.md) [wrong](b.md#other) [web](https://x.org)\n")
-    global REPO
-    saved, REPO = REPO, tmp_path
-    try:
-        assert dead_links(page) == ["c.md: no such file",
-                                    "b.md#other: no heading with that anchor in b.md"]
-    finally:
-        REPO = saved
+    assert dead_links(page, root=tmp_path) == ["c.md: no such file",
+                                               "b.md#other: no heading with that anchor in b.md"]
 
 
 @pytest.mark.parametrize("page", tracked_pages(), ids=lambda p: str(p.relative_to(REPO)))
