@@ -156,7 +156,9 @@ def test_cli_measures_a_trained_sparseinst_run_and_refuses_other_models(tmp_path
     assert 0 <= tp["count"] <= tp["detections"]
     if tp["count"]:
         assert 0.0 <= tp["mass_in_object"]["median"] <= 1.0
+        assert sum(b["count"] for b in tp["by_object_cells"]) == tp["count"]
     printed = capsys.readouterr().out
+    assert ("by the object's size in map cells" in printed) == bool(tp["count"])
     assert "linear probe of the pooled features" in printed and "true positives" in printed
 
     assert main(["bench", "iam", "--run", str(tmp_path / "run"), "--checkpoint", "nope.pt"]) == 2
@@ -178,3 +180,20 @@ def test_only_sigmoid_iams_restrict_the_candidates_to_groups_that_switch_on():
     assert candidate_threshold(cfg) == ACTIVE_PEAK == 0.5
     assert candidate_threshold(replace(cfg, iam_activation="softmax")) is None
     assert candidate_threshold(replace(cfg, instance_head="cross_attention")) is None
+
+
+def test_true_positives_are_split_by_their_objects_size_on_the_grid():
+    from rtinst.diagnostics.iam_localization import by_object_cells
+
+    small, large = _square_mask(lo=4, hi=7), _square_mask(lo=2, hi=12)  # 9 and 100 cells
+    assert true_positive_stats((small / small.sum())[:, None], small)["object_cells"].item() == 9
+    tp = {"object_cells": torch.tensor([9.0, 9.0, 100.0, 200.0]),
+          "mass_in_object": torch.tensor([0.2, 0.4, 0.7, 0.9]),
+          "mass_near_object": torch.tensor([0.5, 0.6, 0.8, 1.0])}
+    bins = by_object_cells(tp, bins=(0, 16, 144))
+    assert [b["cells"] for b in bins] == [[0, 16], [16, 144], [144, None]]
+    assert [b["count"] for b in bins] == [2, 1, 1]
+    assert bins[0]["mass_in_object"] == pytest.approx(0.2)  # torch's median: the lower middle
+    assert bins[1]["mass_near_object"] == pytest.approx(0.8) and bins[2]["mass_in_object"] == pytest.approx(0.9)
+    assert by_object_cells({k: v[:1] for k, v in tp.items()}, bins=(0, 16))[1] == {
+        "cells": [16, None], "count": 0, "mass_in_object": None, "mass_near_object": None}

@@ -1,4 +1,4 @@
-"""`rtinst bench nms`: a trained (smoke) YOLACT evaluated with every NMS variant."""
+"""`rtinst bench nms` and the sweep's evaluation-only rows, on a trained (smoke) YOLACT."""
 
 import json
 from pathlib import Path
@@ -65,3 +65,42 @@ def test_bad_requests_fail_before_any_work(yolact_run, tmp_path, capsys):
         nms_ablation(yolact_run, kinds=("fast", "soft"))
     assert cli_main(["bench", "nms", "--run", str(tmp_path)]) == 2
     assert "run record not found" in capsys.readouterr().err
+
+
+def test_a_sweep_evaluation_only_row_falls_back_to_the_committed_compact(yolact_run, tmp_path):
+    """A resumed sweep on a fresh machine has no checkpoint of the trained run (checkpoints are
+    not committed): its evaluation-only rows evaluate the compact model_fp16.pt instead."""
+    import shutil
+
+    from rtinst.engine.compact import write_compact
+    from rtinst.harness.runner import run_one
+
+    def scores(run):
+        return sorted(d["score"] for d in json.loads((run / "coco_segm_results.json").read_text()))
+
+    trained = tmp_path / "trained"
+    shutil.copytree(yolact_run, trained)
+    before = json.loads((trained / "record.json").read_text())
+    cfg, std_nms = str(trained / "config.yaml"), ["model.nms=standard"]
+    exact = run_one(cfg, std_nms, tmp_path / "exact", trained_from=str(trained))  # from last.pt
+    assert "checkpoint" not in exact.provenance and exact.config["model"]["nms"] == "standard"
+    write_compact(trained)
+    shutil.rmtree(trained / "checkpoints")
+    std = run_one(cfg, std_nms, tmp_path / "std", trained_from=str(trained))
+    assert std.status == "done" and std.config["model"]["nms"] == "standard"
+    assert std.provenance["checkpoint"].endswith("trained/model_fp16.pt")
+    assert std.artifacts["trained_in"].endswith("trained")
+    assert not (tmp_path / "std" / "checkpoints").exists()  # nothing was trained
+    # float16 weights, the same predictions up to rounding
+    assert std.metrics["num_detections"] == pytest.approx(exact.metrics["num_detections"], rel=0.02)
+    assert exact.metrics["num_detections"] > 50
+    top, top_exact = scores(tmp_path / "std")[-50:], scores(tmp_path / "exact")[-50:]
+    assert top == pytest.approx(top_exact, abs=2e-3)
+    assert json.loads((trained / "record.json").read_text()) == before
+    # neither file: a failed record and an error naming the run and the re-creating command
+    (trained / "model_fp16.pt").unlink()
+    with pytest.raises(UserError, match=r"trained: the trained run has neither checkpoints/last.pt "
+                                        r"nor model_fp16.pt to evaluate; re-create its checkpoint "
+                                        r"with `.*rtinst train --config .*trained/config.yaml"):
+        run_one(cfg, std_nms, tmp_path / "none", trained_from=str(trained))
+    assert read_record(tmp_path / "none").status == "failed"

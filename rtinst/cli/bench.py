@@ -310,6 +310,12 @@ def _iam(args: argparse.Namespace) -> int:
                      [[k, f"{tp[k]['median']:.3f}", f"{tp[k]['mean']:.3f}"] for k in
                       ("mass_in_object", "mass_near_object", "concentration", "support",
                        "active_groups", "mass_in_object_any_group", "mass_in_object_group_mean")]))
+        print("by the object's size in map cells (median):")
+        print(_table(["cells", "count", "mass_in_object", "mass_near_object"],
+                     [[f"{b['cells'][0]}-{b['cells'][1] or ''}", b["count"],
+                       "-" if b["mass_in_object"] is None else f"{b['mass_in_object']:.3f}",
+                       "-" if b["mass_near_object"] is None else f"{b['mass_near_object']:.3f}"]
+                      for b in tp["by_object_cells"]]))
     _write_out(args.out, record)
     return 0
 

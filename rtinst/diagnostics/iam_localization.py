@@ -24,7 +24,8 @@ higher-scored detection). For each, the group map that is most concentrated (sma
 effective support, chosen without looking at the object) is scored by the share of its mass
 inside the object (``mass_in_object``; ``mass_near_object`` counts the object grown by one map
 cell, since on a 1/8 grid a map one cell wider than its object keeps much of its mass on that
-ring) and its concentration; the group-averaged map's mass is reported beside it.
+ring) and its concentration; the group-averaged map's mass is reported beside it, and
+``by_object_cells`` splits both masses by the object's size on the map's grid.
 With sigmoid maps only the groups that switch on are candidates (peak activation >= 0.5; the
 one with the highest peak when none does): a trained instance often uses one group and keeps
 the others near zero everywhere, and such an off map, once normalised, is its noise floor,
@@ -55,7 +56,7 @@ def iam_weights(iam: torch.Tensor) -> torch.Tensor:
 def localization_stats(weights: torch.Tensor, gt_masks: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per instance: mass of ``weights`` (N, h, w; each sums to 1) inside ``gt_masks`` (N, H, W,
     any resolution, resized to h x w), inside the object grown by one map cell (8-connected),
-    the object's area fraction and the effective support."""
+    the object's area fraction and its size in map cells, and the effective support."""
     h, w = weights.shape[-2:]
     inside = F.interpolate(gt_masks[:, None].float(), size=(h, w), mode="bilinear",
                            align_corners=False)[:, 0] > 0.5
@@ -65,6 +66,7 @@ def localization_stats(weights: torch.Tensor, gt_masks: torch.Tensor) -> dict[st
     return {"mass_in_object": (weights * inside).flatten(1).sum(1),
             "mass_near_object": (weights * near).flatten(1).sum(1),
             "area_fraction": inside.flatten(1).float().mean(1),
+            "object_cells": inside.flatten(1).sum(1).float(),
             "support": 1.0 / weights.flatten(1).pow(2).sum(1).clamp(min=1e-12) / (h * w)}
 
 
@@ -139,7 +141,7 @@ def true_positive_stats(iam: torch.Tensor, gt_masks: torch.Tensor,
     stats = localization_stats(focused, gt_masks)
     return {"mass_in_object": stats["mass_in_object"], "mass_near_object": stats["mass_near_object"],
             "concentration": stats["mass_in_object"] / stats["area_fraction"].clamp(min=1e-6),
-            "support": stats["support"], "group": group,
+            "support": stats["support"], "object_cells": stats["object_cells"], "group": group,
             "active_groups": active_groups(iam, threshold).sum(1).float(),
             "mass_in_object_any_group": localization_stats(focused_group(iam)[0], gt_masks)["mass_in_object"],
             "mass_in_object_group_mean": localization_stats(iam_weights(iam), gt_masks)["mass_in_object"]}
@@ -230,7 +232,28 @@ def _true_positive_summary(tp: dict[str, torch.Tensor], iou_threshold: float) ->
     for key in ("mass_in_object", "mass_near_object", "concentration", "support", "active_groups",
                 "mass_in_object_any_group", "mass_in_object_group_mean"):
         summary[key] = _summary(tp[key]) if count else None
+    summary["by_object_cells"] = by_object_cells(tp) if count else []
     return summary
+
+
+# Object sizes in cells of the map's grid: below 16 a 4x4 object's one-cell ring (20 cells)
+# outweighs it; from 64 (8x8) on the ring is about half the object.
+CELL_BINS = (0, 16, 36, 64, 144)
+
+
+def by_object_cells(tp: dict[str, torch.Tensor], bins: tuple[int, ...] = CELL_BINS) -> list[dict[str, Any]]:
+    """``mass_in_object`` / ``mass_near_object`` medians of the true positives whose object
+    covers [lo, hi) cells of the map (the last bin is open): is the map's focus limited by the
+    grid (small objects low, large ones high) or by the map itself (low at every size)?"""
+    cells = tp["object_cells"]
+    out = []
+    for lo, hi in zip(bins, [*bins[1:], None]):
+        keep = (cells >= lo) & (cells < hi) if hi is not None else cells >= lo
+        n = int(keep.sum())
+        out.append({"cells": [lo, hi], "count": n,
+                    "mass_in_object": round(tp["mass_in_object"][keep].median().item(), 4) if n else None,
+                    "mass_near_object": round(tp["mass_near_object"][keep].median().item(), 4) if n else None})
+    return out
 
 
 def iam_localization(run_dir: str | Path, checkpoint: str | None = None, train_images: int = 400,

@@ -38,8 +38,10 @@ class LoadedRun:
 
 def recreate_command(run_dir: str | Path, record: RunRecord | None) -> str:
     """The command that re-creates a run's checkpoint and COCO results (neither is committed):
-    retrain it in place, at the thread count it was recorded with (the same config, seed and
-    thread count give the same weights)."""
+    retrain it in place, at the thread count it was recorded with. The same config, seed and
+    thread count give the same batches; the weights come out the same on the same host and
+    differ like another seed's on another one (results/FINDINGS.md); the re-trained run's
+    record then holds its new numbers."""
     threads = record.provenance.get("torch_threads") if record is not None else None
     env = f"OMP_NUM_THREADS={threads} " if threads else ""
     rel = paths.display(run_dir)

@@ -74,23 +74,35 @@ def _clear_run(run_dir: Path) -> None:
         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
-def _link_checkpoint(trained_from: Path, run_dir: Path) -> None:
-    """Give an evaluation-only run the trained run's checkpoint (hard link, else a copy).
-    The loop then resumes at the end of training and only evaluates."""
+def _link_checkpoint(trained_from: Path, run_dir: Path) -> Path | None:
+    """Give an evaluation-only run what it evaluates. With the trained run's checkpoint: a hard
+    link (else a copy), and the loop resumes at the end of training and only evaluates; returns
+    None. Without it (checkpoints are not committed, so a sweep resumed on another machine has
+    none): the trained run's committed compact ``model_fp16.pt``, returned for
+    :func:`~rtinst.engine.checkpoint_eval.evaluate_checkpoint` (its float16 rounding moves
+    the tiny YOLACT default's mask AP by 0.003)."""
+    from rtinst.engine.compact import COMPACT
+    from rtinst.engine.restore import recreate_command
     from rtinst.io import atomic_path
 
     src = trained_from / "checkpoints" / "last.pt"
     dst = run_dir / "checkpoints" / "last.pt"
     if dst.exists():
-        return
+        return None
     if not src.is_file():
-        raise UserError(f"{src}: the trained run has no checkpoint to evaluate")
+        if (trained_from / COMPACT).is_file():
+            return trained_from / COMPACT
+        record = read_record(trained_from) if (trained_from / RECORD_NAME).is_file() else None
+        raise UserError(f"{paths.display(trained_from)}: the trained run has neither "
+                        f"checkpoints/last.pt nor {COMPACT} to evaluate; re-create its checkpoint "
+                        f"with `{recreate_command(trained_from, record)}`")
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
     except OSError:
         with atomic_path(dst) as tmp:
             shutil.copy2(src, tmp)
+    return None
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -127,9 +139,16 @@ def run_one(base_config: str, overrides: list[str], run_dir: str | Path,
     overrides = parse_overrides(overrides)
     try:
         cfg = load_config(base_config, overrides)
-        if trained_from:
-            _link_checkpoint(Path(trained_from), run_dir)
-        if gpus > 1:
+        compact = _link_checkpoint(Path(trained_from), run_dir) if trained_from else None
+        if compact is not None:
+            from rtinst.engine import checkpoint_eval
+
+            if model_builder() is not None:
+                checkpoint_eval.build_model = build_detector
+            # no latency: a trained row's record has none either (speed comes from costs/)
+            record = checkpoint_eval.evaluate_checkpoint(cfg, compact, run_dir, progress=progress, latency=False)
+            record.provenance["checkpoint"] = paths.display(compact)  # not machine-specific
+        elif gpus > 1:
             save_config(cfg, run_dir / "sweep_config.yaml")
             cmd = ["torchrun", "--standalone", f"--nproc_per_node={gpus}", "-m", "rtinst", "train",
                    "--config", str(run_dir / "sweep_config.yaml"), "--run-dir", str(run_dir), "--quiet"]
