@@ -175,3 +175,18 @@ def test_git_tracks_predictions_snapshots():
         path = f"results/runs/fastinst-tiny-000000000000/{name}"
         # exit status 1: no ignore rule matches the path
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 1, path
+
+
+def test_the_tide_figures_runs_keep_their_tide_plot_in_git():
+    """`rtinst viz tide` copies each run's TIDE plot beside the comparison; run folders' plots
+    are git-ignored except these, so a fresh clone redraws the whole figure."""
+    import subprocess
+
+    repo = Path(ar.__file__).resolve().parents[2]
+    if not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files", "results/runs"], cwd=repo, capture_output=True,
+                             text=True, check=True).stdout.split()
+    for run_dir in ar.run_dirs("tide"):
+        model = run_dir.name.split("-")[0]
+        assert f"results/runs/{run_dir.name}/{model}_mask_summary.png" in tracked, run_dir.name
