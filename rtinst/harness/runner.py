@@ -74,28 +74,29 @@ def _clear_run(run_dir: Path) -> None:
         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
-def _link_checkpoint(trained_from: Path, run_dir: Path) -> Path | None:
-    """Give an evaluation-only run what it evaluates. With the trained run's checkpoint: a hard
-    link (else a copy), and the loop resumes at the end of training and only evaluates; returns
-    None. Without it (checkpoints are not committed, so a sweep resumed on another machine has
-    none): the trained run's committed compact ``model_fp16.pt``, returned for
+def _evaluation_weights(trained_from: Path, run_dir: Path) -> Path | None:
+    """Give an evaluation-only run what it evaluates: the trained run's weights file as
+    :func:`~rtinst.engine.compact.run_weights` picks it. Its checkpoint is hard-linked (else
+    copied) into the run, whose loop then resumes at the end of training and only evaluates:
+    returns None. Without one (checkpoints are not committed, so a sweep resumed on another
+    machine has none) the committed compact ``model_fp16.pt`` is returned, for
     :func:`~rtinst.engine.checkpoint_eval.evaluate_checkpoint` (its float16 rounding moves
     the tiny YOLACT default's mask AP by 0.003)."""
-    from rtinst.engine.compact import COMPACT
+    from rtinst.engine.compact import COMPACT, compact_path, last_checkpoint, run_weights
     from rtinst.engine.restore import recreate_command
     from rtinst.io import atomic_path
 
-    src = trained_from / "checkpoints" / "last.pt"
-    dst = run_dir / "checkpoints" / "last.pt"
+    dst = last_checkpoint(run_dir)
     if dst.exists():
         return None
-    if not src.is_file():
-        if (trained_from / COMPACT).is_file():
-            return trained_from / COMPACT
+    src = run_weights(trained_from)
+    if src is None:
         record = read_record(trained_from) if (trained_from / RECORD_NAME).is_file() else None
         raise UserError(f"{paths.display(trained_from)}: the trained run has neither "
                         f"checkpoints/last.pt nor {COMPACT} to evaluate; re-create its checkpoint "
                         f"with `{recreate_command(trained_from, record)}`")
+    if src == compact_path(trained_from):
+        return src
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
@@ -139,7 +140,7 @@ def run_one(base_config: str, overrides: list[str], run_dir: str | Path,
     overrides = parse_overrides(overrides)
     try:
         cfg = load_config(base_config, overrides)
-        compact = _link_checkpoint(Path(trained_from), run_dir) if trained_from else None
+        compact = _evaluation_weights(Path(trained_from), run_dir) if trained_from else None
         if compact is not None:
             from rtinst.engine import checkpoint_eval
 
