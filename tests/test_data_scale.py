@@ -68,7 +68,7 @@ def test_object_size_null_replaces_a_levels_range_with_the_coco_mixture():
 
 @pytest.mark.parametrize("override, message", [
     ("data.synthetic_difficulty=hardest",
-     "data.synthetic_difficulty: unknown level 'hardest' (choose from hard, medium, easy)"),
+     "data.synthetic_difficulty: unknown level 'hardest' (choose from hard, medium, easy, easy-large)"),
     ("data.synthetic_knobs.objets=[1, 2]",
      "unknown key 'data.synthetic_knobs.objets'; did you mean 'data.synthetic_knobs.objects'?"),
     ("data.synthetic_knobs.size=96", "unknown key 'data.synthetic_knobs.size'"),

@@ -224,6 +224,23 @@ def test_easy_level_has_its_size_object_count_and_object_sizes(easy):
     assert generation["generator"]["object_size"] == [lo, hi]
 
 
+def test_easy_large_level_is_easy_with_coco_medium_objects(tmp_path):
+    """The tiny presets' level: the same images as easy with --object-size 48-96, so a trial
+    made with the knob and a run on the level train on the same bytes."""
+    generate_synthetic(tmp_path / "level", num_train=30, num_val=0, seed=0, workers=1,
+                       difficulty="easy-large")
+    generate_synthetic(tmp_path / "knob", num_train=30, num_val=0, seed=0, workers=1,
+                       difficulty=_level("easy", object_size=(48.0, 96.0)))
+    annotations = "annotations/instances_train.json"
+    assert _sha256(tmp_path / "level" / annotations) == _sha256(tmp_path / "knob" / annotations)
+    generation = json.loads((tmp_path / "knob" / "generation.json").read_text())
+    assert generation["difficulty"] == "easy-large"  # the knob's result is recognised as the level
+    _, anns = _instances(tmp_path / "level")
+    sides = np.sqrt([a["area"] for a in anns if isinstance(a["segmentation"], list)])
+    # every whole object is COCO-medium (32-96 px): no small ones, border clipping aside
+    assert np.median(sides) >= 48 and sides.max() <= 96 * 1.05 and np.mean(sides >= 32) > 0.95
+
+
 def _background_and_object_spread(out: Path) -> tuple[float, float]:
     """Median over images of the background pixels' std, and over objects of their pixels'
     std (both after removing a 2-pixel border around every mask)."""
