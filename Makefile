@@ -39,7 +39,7 @@ data: venv
 	$(VENV)/bin/rtinst data synthetic $(if $(DATA_CONFIG),--config $(DATA_CONFIG)) \
 		$(if $(and $(DATA_CONFIG),$(filter file,$(origin DATA))),,-o data.root=$(DATA))
 
-## tiny-data: the dataset the tiny presets train on (the easy level, data/synthetic_easy; the
+## tiny-data: the dataset the tiny presets train on (the easy-large level, data/synthetic_easy_large; the
 ## three tiny presets share it)
 tiny-data: venv
 	$(VENV)/bin/rtinst data synthetic --config rtinst/configs/sparseinst/tiny.yaml
