@@ -146,17 +146,10 @@ def test_compact_analysis_writes_the_snapshots_of_snapshot_rows(tmp_path):
                f"re-create with `OMP_NUM_THREADS=1 rtinst train" in line for line in report.lacking)
 
 
-# Recorded before compact checkpoints existed, their checkpoints gone: they stay without one
-# until they are re-trained (a changed tiny preset gives them new folders, which this test
-# then holds to the rule).
-RECORDED_BEFORE_COMPACT = {"sparseinst-tiny-0d56a7c47181", "yolact-tiny-2704d636eace"}
-
-
 def test_every_recorded_tiny_analysis_run_commits_its_compact_checkpoint_or_snapshot():
     needed = [a for a in ar.analysis_runs("tiny") if a.weights]
     recorded = [a for a in needed if (a.run_dir / "record.json").is_file()
-                and read_record(a.run_dir).status == "done"
-                and a.run_dir.name not in RECORDED_BEFORE_COMPACT]
+                and read_record(a.run_dir).status == "done"]
     if not recorded:
         pytest.skip("no analysis run at preset tiny has a finished record made since compact "
                     "checkpoints exist")

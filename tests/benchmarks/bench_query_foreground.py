@@ -2,7 +2,7 @@
 paper's Figure 3 claim, in numbers over val images instead of two pictures).
 
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_query_foreground.py \\
-        fastinst-tiny-c6529a318b74 fastinst-tiny-ea2fd51c3c56 fastinst-tiny-fc145026403d \\
+        fastinst-tiny-04f532c2fe01 fastinst-tiny-00b477601837 fastinst-tiny-af5ff9bbae88 \\
         --runs-root results/runs --images 200 --out results/benchmarks/fastinst_query_foreground_tiny.json
 
 For each run (a folder with ``query_type: ia_guided``, its weights ``checkpoints/last.pt`` or
