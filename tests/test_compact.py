@@ -111,6 +111,15 @@ def test_fp16_round_trip_keeps_outputs_and_halves_the_weights(tmp_path, model):
             assert abs(a["scores"][i] - b["scores"][j]) < 1e-2
 
 
+def test_compacting_the_same_checkpoint_twice_gives_the_same_bytes(tmp_path):
+    """A committed compact that is re-written from the same checkpoint stays the same blob."""
+    run_dir, _ = make_run(tmp_path, "yolact")
+    write_compact(run_dir)
+    first = (run_dir / COMPACT).read_bytes()
+    write_compact(run_dir)
+    assert (run_dir / COMPACT).read_bytes() == first
+
+
 def test_load_run_prefers_last_pt(tmp_path):
     run_dir, net = make_run(tmp_path, "yolact")
     write_compact(run_dir)

@@ -127,7 +127,10 @@ def write_compact(run_dir: str | Path, max_mb: float = DEFAULT_MAX_MB) -> Compac
                **({"from_init": from_init} if from_init is not None else {})}
     out = compact_path(run_dir)
     with atomic_path(out) as tmp:
-        torch.save(payload, tmp)
+        # through a file object: torch.save names the archive's folder after a path it is
+        # given (here the random temporary name), so the same weights gave different bytes
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
         size = tmp.stat().st_size
         if size > max_mb * 1e6:
             # raising inside atomic_path removes the temporary file: nothing is replaced
