@@ -68,6 +68,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], mode: str 
             os.fsync(f.fileno())
 
 
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` onto ``path`` atomically. Through a file object: given a path, torch.save
+    names the archive's inner folder after it (here the random temporary name), so the same
+    object would give different bytes on every write."""
+    import torch  # here: most users of this module need no torch
+
+    atomic_write(path, lambda f: torch.save(obj, f), mode="wb")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda f: f.write(text))
 

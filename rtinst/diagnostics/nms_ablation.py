@@ -27,7 +27,7 @@ from rtinst.data.build import collate_fn
 from rtinst.engine.restore import LoadedRun, load_run
 from rtinst.engine.train import CURVE_KEYS, evaluate_run
 from rtinst.errors import UserError
-from rtinst.io import atomic_path, atomic_write_json
+from rtinst.io import atomic_torch_save, atomic_write_json
 from rtinst.ops import nms as nms_ops
 from rtinst.provenance import provenance
 from rtinst.records import RECORD_NAME, RunRecord, read_record, run_dir_for, write_record
@@ -94,9 +94,8 @@ def nms_ablation(run_dir: str | Path, kinds: tuple[str, ...] = nms_ops.NMS_KINDS
         run.cfg.eval.max_images = max_images
     inputs = capture_nms_inputs(run, run.cfg.eval.max_images)
     if dump is not None:
-        with atomic_path(dump) as tmp:
-            torch.save({"boxes": torch.stack([b for b, _ in inputs]),
-                        "scores": torch.stack([s for _, s in inputs])}, tmp)
+        atomic_torch_save({"boxes": torch.stack([b for b, _ in inputs]),
+                           "scores": torch.stack([s for _, s in inputs])}, dump)
     trained_kind = run.cfg.model.nms
     machine = provenance("cpu")
     rows: list[dict[str, Any]] = []

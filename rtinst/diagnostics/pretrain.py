@@ -54,7 +54,7 @@ from rtinst.data.coco import CocoInstanceDataset
 from rtinst.data.synthetic import GENERATION_FILE, generate_synthetic
 from rtinst.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rtinst.errors import UserError
-from rtinst.io import atomic_path, atomic_write_json, file_sha256
+from rtinst.io import atomic_torch_save, atomic_write_json, file_sha256
 from rtinst.models.backbones import TINY_WEIGHTS, TinyBackbone, load_weights
 from rtinst.ops.mask_pool import mask_pool
 from rtinst.provenance import provenance
@@ -377,8 +377,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path = TINY_WEIGHTS, progress: bool
                          if heads is not None else ""))
     bar.close()
     out = Path(out)
-    with atomic_path(out) as tmp:
-        torch.save(model.backbone.state_dict(), tmp)
+    atomic_torch_save(model.backbone.state_dict(), out)
     card = {
         "what": "tiny backbone pretrained on object-centred crop classification"
                 + (" and mask-pooled object classification in full images" if heads is not None else "")

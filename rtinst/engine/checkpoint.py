@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from rtinst.errors import UserError
-from rtinst.io import atomic_path
+from rtinst.io import atomic_torch_save
 
 LAST = "last.pt"
 
@@ -42,8 +42,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, **state: Any) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    atomic_torch_save(state, path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from rtinst.config import load_config
 from rtinst.config_schema import BackboneConfig
 from rtinst.engine.checkpoint import LAST, load_checkpoint
 from rtinst.errors import UserError
-from rtinst.io import atomic_path, file_sha256
+from rtinst.io import atomic_write, file_sha256
 
 COMPACT = "model_fp16.pt"
 FORMAT = "rtinst-compact-fp16/1"
@@ -126,17 +126,15 @@ def write_compact(run_dir: str | Path, max_mb: float = DEFAULT_MAX_MB) -> Compac
                "iterations": int(state.get("iteration", 0)), "source_sha256": file_sha256(source),
                **({"from_init": from_init} if from_init is not None else {})}
     out = compact_path(run_dir)
-    with atomic_path(out) as tmp:
-        # through a file object: torch.save names the archive's folder after a path it is
-        # given (here the random temporary name), so the same weights gave different bytes
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-        size = tmp.stat().st_size
-        if size > max_mb * 1e6:
-            # raising inside atomic_path removes the temporary file: nothing is replaced
+    def write(f) -> None:
+        torch.save(payload, f)
+        if f.tell() > max_mb * 1e6:
+            # raising inside atomic_write removes the temporary file: nothing is replaced
             raise TooLarge(f"{paths.display(run_dir)}: compact checkpoint would be "
-                            f"{size / 1e6:.2f} MB, over --max-mb {max_mb:g}; not written")
-    return Compacted(run_dir, out, size, source.stat().st_size, payload["iterations"])
+                            f"{f.tell() / 1e6:.2f} MB, over --max-mb {max_mb:g}; not written")
+
+    atomic_write(out, write, mode="wb")  # a file object: the same weights give the same bytes
+    return Compacted(run_dir, out, out.stat().st_size, source.stat().st_size, payload["iterations"])
 
 
 def _model_fp32(path: Path, state: dict[str, Any], cfg: BackboneConfig | None) -> dict[str, torch.Tensor]:
