@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from rtinst import viz  # noqa: E402
+from rtinst import paths, viz  # noqa: E402
 from rtinst.cli import main as cli_main  # noqa: E402
 from rtinst.config import load_config  # noqa: E402
 from rtinst.engine.compact import COMPACT, SNAPSHOT  # noqa: E402
@@ -182,7 +182,7 @@ def _tiny_fastinst_default() -> Path:
 
 
 TINY_DEFAULT = _tiny_fastinst_default()
-TINY_DATA = REPO / load_config(REPO / "rtinst/configs/fastinst/tiny.yaml").data.root
+TINY_DATA = paths.resolve(load_config(REPO / "rtinst/configs/fastinst/tiny.yaml").data.root)
 
 
 @pytest.mark.skipif(not (TINY_DATA / "generation.json").is_file()

@@ -52,11 +52,10 @@ DIFFICULTIES: dict[str, Difficulty] = {
     # solid shapes, few and mid-sized, on a flat noisy background
     "easy": Difficulty(objects=(2, 4), object_size=(28.0, 80.0), textures=("solid",),
                        clutter="none", size=192),
-    # easy with every object COCO-medium (6-12 cells across on a 1/8 feature grid): the level
-    # at which SparseInst's instance activation maps focus on their objects (paper Fig. 4)
-    "easy-large": Difficulty(objects=(2, 4), object_size=(48.0, 96.0), textures=("solid",),
-                             clutter="none", size=192),
 }
+# easy with every object COCO-medium (6-12 cells across on a 1/8 feature grid): the level at
+# which SparseInst's instance activation maps focus on their objects (paper Fig. 4)
+DIFFICULTIES["easy-large"] = replace(DIFFICULTIES["easy"], object_size=(48.0, 96.0))
 DEFAULT_DIFFICULTY = "hard"
 
 
